@@ -1,0 +1,101 @@
+"""One Dataset over the metadata for both tasks, and the collate that makes mixed batches.
+
+A segmentation sample carries its five masks and ignore labels (-100) for the grades; a grading sample carries an
+all-zero mask with ``mask_valid=False``. Both have the same tensor shapes, so any batch can mix them.
+"""
+
+from __future__ import annotations
+
+from collections.abc import Sequence
+from typing import Any
+
+import albumentations as A
+import numpy as np
+import torch
+from torch.utils.data import Dataset
+
+from core.data.cache import PreprocessCache
+from core.data.layout import LESIONS
+from core.data.metadata import Sample
+from core.data.preprocess import PreprocessConfig
+
+IGNORE_INDEX = -100
+
+
+def normalize(image: np.ndarray, mean: Sequence[float], std: Sequence[float]) -> torch.Tensor:
+    """HxWx3 uint8 -> 3xHxW float32 normalised with the backbone's own statistics."""
+    tensor = torch.from_numpy(np.ascontiguousarray(image)).permute(2, 0, 1).float().div_(255.0)
+    mean_t = torch.tensor(mean, dtype=torch.float32).view(3, 1, 1)
+    std_t = torch.tensor(std, dtype=torch.float32).view(3, 1, 1)
+    return tensor.sub_(mean_t).div_(std_t)
+
+
+class IdridDataset(Dataset):
+    """Samples of one split, preprocessed through the disk cache and augmented per epoch.
+
+    Augmentation is seeded by (seed, epoch, index), so an epoch is reproducible whatever the number of workers
+    and a resumed run sees the same images as an uninterrupted one. Call ``set_epoch`` before each epoch.
+    """
+
+    def __init__(
+        self,
+        samples: Sequence[Sample],
+        preprocess: PreprocessConfig,
+        mean: Sequence[float],
+        std: Sequence[float],
+        cache: PreprocessCache | None = None,
+        augment: A.Compose | None = None,
+        seed: int = 0,
+    ) -> None:
+        self.samples = list(samples)
+        self.preprocess = preprocess
+        self.mean = tuple(mean)
+        self.std = tuple(std)
+        self.cache = cache or PreprocessCache(None)
+        self.augment = augment
+        self.seed = seed
+        self.epoch = 0
+
+    def set_epoch(self, epoch: int) -> None:
+        self.epoch = epoch
+
+    def __len__(self) -> int:
+        return len(self.samples)
+
+    def _augment(self, index: int, image: np.ndarray, masks: np.ndarray | None) -> tuple[np.ndarray, np.ndarray | None]:
+        if self.augment is None:
+            return image, masks
+        self.augment.set_random_seed(int(np.random.SeedSequence([self.seed, self.epoch, index]).generate_state(1)[0]))
+        if masks is None:
+            return self.augment(image=image)["image"], None
+        out = self.augment(image=image, mask=np.ascontiguousarray(masks.transpose(1, 2, 0), dtype=np.uint8))
+        return out["image"], out["mask"].transpose(2, 0, 1)
+
+    def __getitem__(self, index: int) -> dict[str, Any]:
+        sample = self.samples[index]
+        item = self.cache.get(sample.image, sample.masks, self.preprocess)
+        image, masks = self._augment(index, item.image, item.masks)
+        height, width = image.shape[:2]
+        mask_valid = masks is not None
+        mask = torch.from_numpy(np.ascontiguousarray(masks, dtype=np.uint8)) if mask_valid else \
+            torch.zeros((len(LESIONS), height, width), dtype=torch.uint8)
+        return {
+            "image": normalize(image, self.mean, self.std),
+            "task": torch.tensor(sample.task_id, dtype=torch.long),
+            "task_vector": torch.tensor(sample.task_vector, dtype=torch.float32),
+            "mask": mask,
+            "mask_valid": torch.tensor(mask_valid),
+            "dr": torch.tensor(IGNORE_INDEX if sample.dr_grade is None else sample.dr_grade, dtype=torch.long),
+            "dme": torch.tensor(IGNORE_INDEX if sample.dme_risk is None else sample.dme_risk, dtype=torch.long),
+            "id": sample.id,
+            "index": torch.tensor(index, dtype=torch.long),
+        }
+
+
+def collate(items: list[dict[str, Any]]) -> dict[str, Any]:
+    """Stack tensors; keep ids as a list. Batches may mix tasks freely since all shapes agree."""
+    batch: dict[str, Any] = {"id": [item["id"] for item in items]}
+    for key in items[0]:
+        if key != "id":
+            batch[key] = torch.stack([item[key] for item in items])
+    return batch
