@@ -1,0 +1,258 @@
+"""Run configuration: dataclasses that round-trip through YAML, with ``section.key=value`` overrides.
+
+The app's Train page writes the same YAML the CLI reads, and every run saves its resolved config, so a run can be
+repeated from its folder alone. Unknown keys and bad values are errors that name the key, never silently ignored.
+"""
+
+from __future__ import annotations
+
+import dataclasses
+import difflib
+import types
+import typing
+from dataclasses import dataclass, field
+from pathlib import Path
+from typing import Any, Literal
+
+import yaml
+
+from core.errors import ConfigError
+
+Route = Literal["oracle", "gate"]
+
+
+@dataclass
+class SynthConfig:
+    """The built-in synthetic IDRiD: regenerated from these settings when its folder is missing."""
+
+    out: str = "data/synthetic"
+    n_seg: int = 20
+    n_cls: int = 60
+    width: int = 1024
+    seed: int = 0
+
+
+@dataclass
+class DataConfig:
+    source: Literal["synthetic", "folder", "metadata"] = "synthetic"
+    roots: list[str] = field(default_factory=list)  # source "folder": one root, or one per half
+    metadata: str | None = None  # source "metadata": a balanced_idrid_metadata.json
+    synthetic: SynthConfig = field(default_factory=SynthConfig)
+    val_fraction: float = 0.2
+    split_seed: int = 0
+    image_size: int = 512  # square canvas side in pixels
+    clahe: Literal["none", "luminance", "green"] = "luminance"
+    augment: Literal["none", "light", "standard"] = "standard"
+    cache_dir: str | None = None  # None: the user's cache folder (see core.data.cache)
+    workers: int = 0
+    samples_per_epoch: int | None = None  # None: the size of the train split
+    strict: bool = False
+
+
+@dataclass
+class ModelConfig:
+    backbone: str = "convnext_atto"
+    pretrained_weights: str | None = None
+    decoder_channels: list[int] = field(default_factory=lambda: [128, 64, 32, 16])
+    gate_hidden: int = 64
+    dropout: float = 0.1
+    drop_path_rate: float = 0.0
+
+
+@dataclass
+class LossConfig:
+    seg_weight: float = 1.0
+    cls_weight: float = 1.0
+    gate_weight: float = 1.0
+    entropy_coef: float = 0.01
+    bce_pos_weight: list[float] | None = None  # one per lesion, MA HE EX SE OD
+    dice: Literal["batch", "image"] = "batch"
+    dr_class_weights: list[float] | None = None
+    dme_class_weights: list[float] | None = None
+
+
+@dataclass
+class TrainConfig:
+    epochs: int = 10
+    batch_size: int = 8
+    lr: float = 1e-3
+    weight_decay: float = 0.05
+    warmup_fraction: float = 0.05
+    grad_clip: float = 1.0
+    route: Route = "oracle"
+    amp: Literal["auto", "bf16", "none"] = "auto"
+    channels_last: bool = True
+    device: Literal["auto", "cpu", "cuda"] = "auto"
+    threads: int | None = None  # torch intra-op threads; None leaves torch's default
+    seed: int = 0
+    best_metric: str = "val/score"
+    max_minutes: float | None = None  # stop cleanly (and save) when this budget is spent
+    max_steps: int | None = None  # stop cleanly (and save) after this many steps in all
+    checkpoint_every: int = 0  # also save resumable state every N steps mid-epoch (0: at epoch ends only)
+    weights_dtype: Literal["float32", "float16"] = "float32"  # dtype of weights/*.safetensors
+    log_every: int = 1  # steps between two lines of log.jsonl
+
+
+@dataclass
+class Config:
+    name: str = "run"
+    data: DataConfig = field(default_factory=DataConfig)
+    model: ModelConfig = field(default_factory=ModelConfig)
+    loss: LossConfig = field(default_factory=LossConfig)
+    train: TrainConfig = field(default_factory=TrainConfig)
+
+    def to_dict(self) -> dict[str, Any]:
+        return dataclasses.asdict(self)
+
+    def to_yaml(self) -> str:
+        return yaml.safe_dump(self.to_dict(), sort_keys=False)
+
+
+# --- conversion and validation -----------------------------------------------------------------------------------
+
+def _hints(cls: type) -> dict[str, Any]:
+    return typing.get_type_hints(cls)
+
+
+def _unknown(key: str, known: list[str], where: str) -> ConfigError:
+    close = difflib.get_close_matches(key, known, n=1)
+    hint = f"; did you mean {close[0]!r}?" if close else f"; known keys: {', '.join(known)}"
+    return ConfigError(f"unknown config key {where}{key!r}{hint}")
+
+
+def _coerce(value: Any, kind: Any, where: str) -> Any:
+    """Check ``value`` against a type hint, converting the few things YAML and the command line blur."""
+    origin = typing.get_origin(kind)
+    args = typing.get_args(kind)
+    if origin is Literal:
+        if value not in args:
+            raise ConfigError(f"{where} must be one of {', '.join(map(repr, args))}, not {value!r}")
+        return value
+    if origin in (typing.Union, types.UnionType):
+        if value is None and type(None) in args:
+            return None
+        errors = []
+        for option in (a for a in args if a is not type(None)):
+            try:
+                return _coerce(value, option, where)
+            except ConfigError as error:
+                errors.append(str(error))
+        raise ConfigError(errors[0] if errors else f"{where} has a bad value {value!r}")
+    if origin is list:
+        if not isinstance(value, (list, tuple)):
+            raise ConfigError(f"{where} must be a list, not {value!r}")
+        return [_coerce(v, args[0], f"{where}[{i}]") for i, v in enumerate(value)]
+    if dataclasses.is_dataclass(kind):
+        if not isinstance(value, dict):
+            raise ConfigError(f"{where} must be a mapping of keys, not {value!r}")
+        return _build(kind, value, f"{where}.")
+    if kind is bool:
+        if isinstance(value, bool):
+            return value
+        raise ConfigError(f"{where} must be true or false, not {value!r}")
+    if kind is int:
+        if isinstance(value, bool) or not isinstance(value, (int, float)) or int(value) != value:
+            raise ConfigError(f"{where} must be an integer, not {value!r}")
+        return int(value)
+    if kind is float:
+        if isinstance(value, bool) or not isinstance(value, (int, float)):
+            raise ConfigError(f"{where} must be a number, not {value!r}")
+        return float(value)
+    if kind is str:
+        if not isinstance(value, (str, int, float)) or isinstance(value, bool):
+            raise ConfigError(f"{where} must be text, not {value!r}")
+        return str(value)
+    return value
+
+
+def _build(cls: type, values: dict[str, Any], where: str = "") -> Any:
+    hints = _hints(cls)
+    known = [f.name for f in dataclasses.fields(cls)]
+    kwargs = {}
+    for key, value in values.items():
+        if key not in hints:
+            raise _unknown(key, known, where)
+        kwargs[key] = _coerce(value, hints[key], f"{where}{key}")
+    return cls(**kwargs)
+
+
+def _parse_scalar(text: str) -> Any:
+    """A command-line value as YAML reads it: numbers, booleans, null, lists like [1, 2]."""
+    try:
+        return yaml.safe_load(text)
+    except yaml.YAMLError:
+        return text
+
+
+def apply_overrides(values: dict[str, Any], overrides: list[str]) -> dict[str, Any]:
+    """``train.lr=3e-4`` style overrides applied onto a nested dict (a copy)."""
+    import copy
+
+    result = copy.deepcopy(values)
+    for item in overrides:
+        if "=" not in item:
+            raise ConfigError(f"override {item!r} is not of the form section.key=value")
+        dotted, raw = item.split("=", 1)
+        keys = dotted.strip().split(".")
+        node = result
+        for key in keys[:-1]:
+            node = node.setdefault(key, {})
+            if not isinstance(node, dict):
+                raise ConfigError(f"override {item!r}: {key!r} is not a section")
+        node[keys[-1]] = _parse_scalar(raw)
+    return result
+
+
+def validate(config: Config) -> Config:
+    """Range checks the types cannot express."""
+    checks = [
+        (config.train.epochs >= 1, "train.epochs must be at least 1"),
+        (config.train.batch_size >= 1, "train.batch_size must be at least 1"),
+        (config.train.lr > 0, "train.lr must be positive"),
+        (0 <= config.train.warmup_fraction < 1, "train.warmup_fraction must be in [0, 1)"),
+        (config.train.grad_clip >= 0, "train.grad_clip must be >= 0 (0 disables clipping)"),
+        (config.data.image_size >= 32 and config.data.image_size % 32 == 0,
+         f"data.image_size must be a multiple of 32 and at least 32 (ConvNeXt downsamples 32x), "
+         f"not {config.data.image_size}"),
+        (0 <= config.data.val_fraction < 1, "data.val_fraction must be in [0, 1)"),
+        (config.data.workers >= 0, "data.workers must be >= 0"),
+        (len(config.model.decoder_channels) == 4, "model.decoder_channels must list 4 widths, one per block"),
+        (all(c > 0 for c in config.model.decoder_channels), "model.decoder_channels must be positive"),
+        (config.loss.bce_pos_weight is None or len(config.loss.bce_pos_weight) == 5,
+         "loss.bce_pos_weight must list 5 values (MA, HE, EX, SE, OD)"),
+        (config.loss.dr_class_weights is None or len(config.loss.dr_class_weights) == 5,
+         "loss.dr_class_weights must list 5 values"),
+        (config.loss.dme_class_weights is None or len(config.loss.dme_class_weights) == 3,
+         "loss.dme_class_weights must list 3 values"),
+        (min(config.loss.seg_weight, config.loss.cls_weight, config.loss.gate_weight) >= 0,
+         "loss weights must be >= 0"),
+        (config.data.source != "folder" or bool(config.data.roots), "data.source 'folder' needs data.roots"),
+        (config.data.source != "metadata" or bool(config.data.metadata), "data.source 'metadata' needs data.metadata"),
+        (config.train.max_minutes is None or config.train.max_minutes > 0, "train.max_minutes must be positive"),
+        (config.train.max_steps is None or config.train.max_steps >= 1, "train.max_steps must be at least 1"),
+        (config.train.checkpoint_every >= 0, "train.checkpoint_every must be >= 0"),
+    ]
+    for ok, message in checks:
+        if not ok:
+            raise ConfigError(message)
+    return config
+
+
+def config_from_dict(values: dict[str, Any] | None) -> Config:
+    return validate(_build(Config, values or {}))
+
+
+def load_config(path: Path | str | None = None, overrides: list[str] | None = None) -> Config:
+    """Defaults, then the YAML file, then the overrides."""
+    values: dict[str, Any] = {}
+    if path is not None:
+        path = Path(path)
+        try:
+            values = yaml.safe_load(path.read_text(encoding="utf-8")) or {}
+        except FileNotFoundError:
+            raise ConfigError(f"config file {path} does not exist") from None
+        except (OSError, yaml.YAMLError) as error:
+            raise ConfigError(f"config file {path} is not readable YAML ({error})") from None
+        if not isinstance(values, dict):
+            raise ConfigError(f"config file {path} must hold a mapping of sections, not {type(values).__name__}")
+    return config_from_dict(apply_overrides(values, overrides or []))

@@ -1,0 +1,95 @@
+"""Where a run's samples come from: the built-in synthetic IDRiD, a folder (or one per half), or a metadata file.
+
+Every source ends as a ``Metadata``; the trainer saves it in the run folder so that evaluation, the gallery and a
+resumed run all see the same split.
+"""
+
+from __future__ import annotations
+
+import json
+import shutil
+import tempfile
+from dataclasses import asdict
+from pathlib import Path
+
+from core.config import DataConfig, SynthConfig
+from core.data.idrid import read_idrid
+from core.data.metadata import Metadata, build_metadata, load_metadata, parse_metadata
+from core.errors import DataError
+
+PROJECT_ROOT = Path(__file__).resolve().parents[2]
+_MARKER = ".synthetic-complete.json"
+
+
+def synthetic_root(config: SynthConfig) -> Path:
+    """Relative paths are taken from the project folder, so the demo data lands in one place whatever the cwd."""
+    out = Path(config.out).expanduser()
+    return out if out.is_absolute() else PROJECT_ROOT / out
+
+
+def ensure_synthetic(config: SynthConfig, progress: bool = True) -> Path:
+    """Generate the synthetic dataset unless a complete one with the same settings is there.
+
+    Generation writes into a temporary sibling folder that is renamed into place at the end, so a run killed
+    half-way leaves no half dataset and two processes asking at once both end with a complete one.
+    """
+    from core.data.synth import generate_dataset  # heavy; only needed on a miss
+
+    root = synthetic_root(config)
+    wanted = asdict(config) | {"out": None}
+    marker = root / _MARKER
+    if marker.exists():
+        try:
+            if json.loads(marker.read_text()) == wanted:
+                return root
+        except (OSError, json.JSONDecodeError):
+            pass
+    root.parent.mkdir(parents=True, exist_ok=True)
+    staging = Path(tempfile.mkdtemp(prefix=f".{root.name}.", dir=root.parent))
+    try:
+        generate_dataset(staging, n_seg=config.n_seg, n_cls=config.n_cls, width=config.width, seed=config.seed,
+                         progress=progress)
+        (staging / _MARKER).write_text(json.dumps(wanted))
+        if root.exists():
+            shutil.rmtree(root, ignore_errors=True)
+        try:
+            staging.rename(root)
+        except OSError:
+            if not (root / _MARKER).exists():  # someone else won the race with a complete dataset, or not
+                raise
+    finally:
+        shutil.rmtree(staging, ignore_errors=True)
+    return root
+
+
+def resolve_metadata(config: DataConfig, progress: bool = True) -> Metadata:
+    if config.source == "metadata":
+        return load_metadata(Path(config.metadata).expanduser())
+    if config.source == "synthetic":
+        roots = [ensure_synthetic(config.synthetic, progress)]
+        strict = True
+    else:
+        roots = [Path(r).expanduser() for r in config.roots]
+        strict = config.strict
+    index = read_idrid(roots, strict=strict)
+    document = build_metadata(index, val_fraction=config.val_fraction, seed=config.split_seed)
+    return parse_metadata(document, where=f"dataset {', '.join(map(str, roots))}")
+
+
+def describe(metadata: Metadata) -> str:
+    """One line a user reads before training starts: what is there, and what will not be trained."""
+    parts = []
+    for split in ("train", "val", "test"):
+        samples = metadata.split(split)
+        seg = sum(s.task == "segmentation" for s in samples)
+        parts.append(f"{split} {seg} seg + {len(samples) - seg} cls")
+    line = "; ".join(parts)
+    missing = {"segmentation", "classification"} - {s.task for s in metadata.split("train")}
+    if missing:
+        line += f" — no {' or '.join(sorted(missing))} samples to train on: that head and the gate learn nothing from it"
+    return line
+
+
+def require_samples(metadata: Metadata, split: str) -> None:
+    if not metadata.split(split):
+        raise DataError(f"the {split} split is empty; the dataset has {len(metadata.samples)} samples in other splits")

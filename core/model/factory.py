@@ -1,0 +1,40 @@
+"""Building the model and its loss from the run config, so the trainer, evaluator and Predictor agree."""
+
+from __future__ import annotations
+
+from typing import Any
+
+from core.config import LossConfig, ModelConfig
+from core.model.gated import GatedMultiTaskModel
+from core.model.losses import MultiTaskLoss
+
+
+def model_signature(config: ModelConfig) -> dict[str, Any]:
+    """The settings that decide tensor shapes: a weights file must match them to load."""
+    return {"backbone": config.backbone, "decoder_channels": list(config.decoder_channels),
+            "gate_hidden": config.gate_hidden}
+
+
+def build_model(config: ModelConfig, load_pretrained: bool = True) -> GatedMultiTaskModel:
+    """``load_pretrained=False`` skips the local backbone checkpoint (weights are about to be loaded anyway)."""
+    return GatedMultiTaskModel(
+        backbone=config.backbone,
+        pretrained_weights=config.pretrained_weights if load_pretrained else None,
+        decoder_channels=tuple(config.decoder_channels),
+        gate_hidden=config.gate_hidden,
+        dropout=config.dropout,
+        drop_path_rate=config.drop_path_rate,
+    )
+
+
+def build_loss(config: LossConfig) -> MultiTaskLoss:
+    return MultiTaskLoss(
+        seg_weight=config.seg_weight,
+        cls_weight=config.cls_weight,
+        gate_weight=config.gate_weight,
+        entropy_coef=config.entropy_coef,
+        bce_pos_weight=config.bce_pos_weight,
+        dice=config.dice,
+        dr_class_weights=config.dr_class_weights,
+        dme_class_weights=config.dme_class_weights,
+    )

@@ -1,0 +1,1 @@
+"""Training: the loop, run folders (status, logs, checkpoints) and the distributed helpers."""
