@@ -1,0 +1,164 @@
+"""The gated multi-task model: one ConvNeXt backbone, a gate, and two experts that run only where routed.
+
+Routing is hard (argmax): an image the gate sends to classification never enters the segmentation decoder, which
+is where almost all of the per-image cost beyond the backbone sits. Argmax is not differentiable, so the gate does
+not learn through the experts' losses; it learns from its own cross-entropy against the true task (see
+``losses.py``), which is well defined because every training image knows its task.
+
+Routes:
+- ``"gate"``: each sample goes to the expert its gate logits prefer (inference, and training once the gate is good);
+- ``"oracle"``: each sample goes to the expert(s) of its true task; a multi-hot task vector sends a sample that
+  carries both annotations to both experts (training: every label is used whatever the gate thinks);
+- ``"both"``: every sample goes to both experts (evaluation of both heads on everything, Grad-CAM, ablations).
+"""
+
+from __future__ import annotations
+
+from collections.abc import Sequence
+from dataclasses import dataclass, fields, replace
+from pathlib import Path
+from typing import Literal
+
+import torch
+from torch import nn
+
+from core.model.backbone import Backbone
+from core.model.decoder import NUM_LESIONS, UnetDecoder
+from core.model.gate import NUM_TASKS, Gate
+from core.model.heads import NUM_DME_RISKS, NUM_DR_GRADES, ClassificationHead
+
+Route = Literal["gate", "oracle", "both"]
+ROUTES = ("gate", "oracle", "both")
+SEGMENTATION, CLASSIFICATION = 0, 1
+
+
+@dataclass
+class ModelOutput:
+    """What one forward pass produced; the expert outputs hold only the rows of the samples routed to them.
+
+    ``seg_logits[i]`` belongs to sample ``seg_index[i]`` of the batch, ``dr_logits[j]`` to ``cls_index[j]``.
+    """
+
+    gate_logits: torch.Tensor  # (B, 2): segmentation, classification
+    gate_probs: torch.Tensor  # (B, 2) float32 softmax of gate_logits
+    route: torch.Tensor  # (B, 2) bool: which expert(s) each sample was sent to
+    seg_index: torch.Tensor  # (n_seg,) long
+    seg_logits: torch.Tensor | None  # (n_seg, 5, H, W), None when no sample went to segmentation
+    cls_index: torch.Tensor  # (n_cls,) long
+    dr_logits: torch.Tensor | None  # (n_cls, 5)
+    dme_logits: torch.Tensor | None  # (n_cls, 3)
+
+    @property
+    def batch_size(self) -> int:
+        return int(self.gate_logits.shape[0])
+
+    def chosen_task(self) -> torch.Tensor:
+        """The gate's choice per sample (0 segmentation, 1 classification), whatever route was used."""
+        return self.gate_logits.argmax(dim=1)
+
+    def detach(self) -> ModelOutput:
+        return replace(self, **{f.name: None if getattr(self, f.name) is None else getattr(self, f.name).detach()
+                                for f in fields(self)})
+
+
+def task_routes(task: torch.Tensor, batch_size: int) -> torch.Tensor:
+    """(B,) task ids or (B, 2) multi-hot task vectors -> (B, 2) bool routes."""
+    if task.ndim == 1 and task.shape[0] == batch_size:
+        if task.is_floating_point() or task.dtype == torch.bool:
+            raise ValueError(f"a (B,) task must hold integer task ids 0/1, got dtype {task.dtype}")
+        if bool(((task < 0) | (task >= NUM_TASKS)).any()):
+            raise ValueError(f"task ids must be 0 (segmentation) or 1 (classification), got {task.tolist()}")
+        return nn.functional.one_hot(task.long(), NUM_TASKS).bool()
+    if task.ndim == 2 and tuple(task.shape) == (batch_size, NUM_TASKS):
+        return task > 0
+    raise ValueError(f"task must have shape ({batch_size},) or ({batch_size}, {NUM_TASKS}), got {tuple(task.shape)}")
+
+
+class GatedMultiTaskModel(nn.Module):
+    """Backbone -> gate -> segmentation decoder and/or classification head, per sample.
+
+    Every part normalises per sample (LayerNorm in ConvNeXt and the heads, GroupNorm in the decoder), so a sample's
+    outputs do not depend on which other samples share its batch or its route; in eval mode ``route="gate"`` gives
+    exactly the rows ``route="both"`` gives for the same samples.
+    """
+
+    def __init__(
+        self,
+        backbone: str = "convnext_atto",
+        pretrained_weights: str | Path | None = None,
+        decoder_channels: Sequence[int] = (128, 64, 32, 16),
+        stem_channels: int = 16,
+        full_channels: int = 8,
+        gate_hidden: int = 64,
+        dropout: float = 0.1,
+        drop_path_rate: float = 0.0,
+        num_lesions: int = NUM_LESIONS,
+        num_dr: int = NUM_DR_GRADES,
+        num_dme: int = NUM_DME_RISKS,
+    ) -> None:
+        super().__init__()
+        # Everything needed to rebuild the architecture (not the weights) from a checkpoint's config.
+        self.hparams = dict(backbone=backbone, decoder_channels=tuple(decoder_channels), stem_channels=stem_channels,
+                            full_channels=full_channels, gate_hidden=gate_hidden, dropout=dropout,
+                            drop_path_rate=drop_path_rate, num_lesions=num_lesions, num_dr=num_dr, num_dme=num_dme)
+        self.backbone = Backbone(backbone, pretrained_weights, drop_path_rate)
+        deepest = self.backbone.channels[-1]
+        self.gate = Gate(deepest, gate_hidden, dropout)
+        self.decoder = UnetDecoder(self.backbone.channels, decoder_channels, stem_channels, full_channels, num_lesions)
+        self.classifier = ClassificationHead(deepest, dropout, num_dr, num_dme)
+
+    @property
+    def normalization(self) -> tuple[tuple[float, ...], tuple[float, ...]]:
+        """(mean, std) the input images must be normalised with."""
+        return self.backbone.normalization
+
+    def num_parameters(self) -> dict[str, int]:
+        parts = {"backbone": self.backbone, "gate": self.gate, "decoder": self.decoder, "classifier": self.classifier}
+        counts = {name: sum(p.numel() for p in part.parameters()) for name, part in parts.items()}
+        counts["total"] = sum(counts.values())
+        return counts
+
+    def summary(self) -> str:
+        counts = self.num_parameters()
+        strides = ", ".join(f"/{r}:{c}" for r, c in zip(self.backbone.reductions, self.backbone.channels))
+        return (f"{self.backbone.name} (features {strides}); parameters: "
+                + ", ".join(f"{k} {v / 1e6:.2f}M" for k, v in counts.items()))
+
+    def _routes(self, route: str, gate_logits: torch.Tensor, task: torch.Tensor | None) -> torch.Tensor:
+        batch_size = gate_logits.shape[0]
+        if route == "gate":
+            return nn.functional.one_hot(gate_logits.argmax(dim=1), NUM_TASKS).bool()
+        if route == "both":
+            return torch.ones(batch_size, NUM_TASKS, dtype=torch.bool, device=gate_logits.device)
+        if route == "oracle":
+            if task is None:
+                raise ValueError('route="oracle" needs the true task: pass task=(B,) ids or (B, 2) task vectors')
+            return task_routes(task.to(gate_logits.device), batch_size)
+        raise ValueError(f"unknown route {route!r}; expected one of {', '.join(ROUTES)}")
+
+    def forward(self, images: torch.Tensor, route: Route = "gate", task: torch.Tensor | None = None) -> ModelOutput:
+        if route not in ROUTES:
+            raise ValueError(f"unknown route {route!r}; expected one of {', '.join(ROUTES)}")
+        features = self.backbone(images)
+        pooled = features[-1].mean(dim=(2, 3))
+        gate_logits = self.gate(pooled)
+        routes = self._routes(route, gate_logits, task)
+        seg_index = routes[:, SEGMENTATION].nonzero().flatten()
+        cls_index = routes[:, CLASSIFICATION].nonzero().flatten()
+
+        seg_logits = None
+        if seg_index.numel():
+            seg_logits = self.decoder(_rows(images, seg_index), [_rows(f, seg_index) for f in features])
+        dr_logits = dme_logits = None
+        if cls_index.numel():
+            dr_logits, dme_logits = self.classifier(_rows(pooled, cls_index))
+        return ModelOutput(gate_logits=gate_logits, gate_probs=gate_logits.float().softmax(dim=1), route=routes,
+                           seg_index=seg_index, seg_logits=seg_logits, cls_index=cls_index,
+                           dr_logits=dr_logits, dme_logits=dme_logits)
+
+
+def _rows(tensor: torch.Tensor, index: torch.Tensor) -> torch.Tensor:
+    """The sub-batch ``index``; the tensor itself when every row is selected (no copy)."""
+    if index.numel() == tensor.shape[0]:
+        return tensor
+    return tensor.index_select(0, index)

@@ -1,0 +1,212 @@
+"""The losses of the gated model: segmentation, classification and gate, combined by task presence.
+
+Parts (``L`` is each part's loss, averaged over the samples it applies to):
+
+- ``seg = seg_bce + seg_dice`` over the samples routed to the decoder that carry masks (``mask_valid``). BCE is
+  the mean over every pixel and lesion channel, with optional per-lesion ``pos_weight``; soft Dice is
+  ``1 - mean_c (2 sum(p t) + s) / (sum p + sum t + s)``, the sums taken per channel over the whole sub-batch
+  (``dice="batch"``, default) or per image and then averaged (``dice="image"``). Batch Dice suits rare lesions: an
+  image without soft exudates gives per-image Dice 1 or ~0 for a few stray pixels, a noisy signal, while pooled
+  over the batch the rare positives count. ``s = 1``.
+- ``cls = dr + dme``: cross-entropy with ``ignore_index=-100`` over the samples routed to the classification head,
+  each term present only if some of its labels are valid; optional class weights.
+- ``gate = gate_ce + entropy_coef * gate_entropy``. ``gate_ce`` is soft-target cross-entropy against the task
+  vector normalised to sum 1 (plain CE for a one-hot task; [0.5, 0.5] for a sample with both annotations, so
+  either route is equally right). ``gate_entropy`` is the mean entropy H(p) = -sum p log p of the gate
+  probabilities (ln 2 at most). A positive ``entropy_coef`` (default 0.01) penalises entropy and pushes the gate
+  towards confident routing; a negative one rewards entropy and keeps the gate uncertain, exploring.
+
+Task presence: with weights ``w = {seg, cls, gate}`` and ``P`` the parts present in the batch (a part is absent when
+no sample reached it with a valid label),
+
+    total = (sum_k w_k) * (sum_{k in P} w_k L_k) / (sum_{k in P} w_k)
+
+so with every part present ``total = sum_k w_k L_k`` exactly, and an absent part's weight is shared out among the
+present ones in proportion to their own weights: the loss scale (hence the effective learning rate) does not drop
+in a batch that happens to hold no segmentation images. A misrouted sample (the gate sent it to an expert it has no
+labels for) contributes nothing there and teaches only the gate.
+"""
+
+from __future__ import annotations
+
+from collections.abc import Mapping, Sequence
+from typing import Any, Literal
+
+import torch
+import torch.nn.functional as F
+from torch import nn
+
+from core.model.gated import ModelOutput
+
+IGNORE_INDEX = -100
+DiceMode = Literal["batch", "image"]
+
+
+def soft_dice_loss(logits: torch.Tensor, target: torch.Tensor, mode: DiceMode = "batch",
+                   smooth: float = 1.0) -> torch.Tensor:
+    """1 - mean soft Dice over channels (and images for ``mode="image"``); logits and target (n, C, H, W)."""
+    probs = logits.float().sigmoid()
+    target = target.float()
+    dims = (0, 2, 3) if mode == "batch" else (2, 3)
+    intersection = (probs * target).sum(dims)
+    denominator = probs.sum(dims) + target.sum(dims)
+    dice = (2 * intersection + smooth) / (denominator + smooth)
+    return 1 - dice.mean()
+
+
+def bce_loss(logits: torch.Tensor, target: torch.Tensor, pos_weight: torch.Tensor | None = None) -> torch.Tensor:
+    """Mean BCE over every pixel and channel; ``pos_weight`` (C,) scales each lesion's positive pixels."""
+    weight = None if pos_weight is None else pos_weight.to(logits.device).view(1, -1, 1, 1)
+    return F.binary_cross_entropy_with_logits(logits.float(), target.float(), pos_weight=weight)
+
+
+def soft_cross_entropy(logits: torch.Tensor, target: torch.Tensor) -> torch.Tensor:
+    """Per-sample cross-entropy against a probability target (rows summing to 1)."""
+    return -(target * logits.float().log_softmax(dim=1)).sum(dim=1)
+
+
+def entropy(probs: torch.Tensor) -> torch.Tensor:
+    """Per-sample entropy in nats; 0 log 0 taken as 0."""
+    probs = probs.float()
+    return -(probs * probs.clamp_min(1e-12).log()).sum(dim=1)
+
+
+def _optional_buffer(values: Sequence[float] | torch.Tensor | None, size: int, name: str) -> torch.Tensor | None:
+    if values is None:
+        return None
+    tensor = torch.as_tensor(values, dtype=torch.float32).flatten()
+    if tensor.numel() != size:
+        raise ValueError(f"{name} needs {size} values, got {tensor.numel()}")
+    return tensor
+
+
+class MultiTaskLoss(nn.Module):
+    """``(output, batch) -> (total, parts)``; see the module docstring for the formulas and the presence rule.
+
+    ``parts`` holds plain numbers for logging: ``total``, ``gate_entropy`` and the counts ``n_seg_samples`` /
+    ``n_cls_samples`` (samples that reached the expert with a valid label) and ``misrouted`` (samples sent to no
+    expert of their own task) always; ``gate``, ``gate_ce``, ``gate_acc`` whenever a sample has a task (any real
+    batch); ``seg``, ``seg_bce``, ``seg_dice`` and ``cls``, ``dr``, ``dme`` only when present in the batch. An absent
+    part is left out rather than logged as 0 or NaN, so per-epoch means average only the batches that had it.
+    """
+
+    def __init__(
+        self,
+        seg_weight: float = 1.0,
+        cls_weight: float = 1.0,
+        gate_weight: float = 1.0,
+        entropy_coef: float = 0.01,
+        bce_pos_weight: Sequence[float] | None = None,
+        dr_class_weights: Sequence[float] | None = None,
+        dme_class_weights: Sequence[float] | None = None,
+        dice: DiceMode = "batch",
+        dice_smooth: float = 1.0,
+        num_lesions: int = 5,
+        num_dr: int = 5,
+        num_dme: int = 3,
+    ) -> None:
+        super().__init__()
+        if dice not in ("batch", "image"):
+            raise ValueError(f"dice must be 'batch' or 'image', got {dice!r}")
+        weights = {"seg": float(seg_weight), "cls": float(cls_weight), "gate": float(gate_weight)}
+        if any(w < 0 for w in weights.values()):
+            raise ValueError(f"loss weights must be >= 0, got {weights}")
+        self.weights = weights
+        self.entropy_coef = float(entropy_coef)
+        self.dice = dice
+        self.dice_smooth = float(dice_smooth)
+        # Buffers, so that .to(device) moves them with the module and checkpoints need not store them.
+        self.register_buffer("bce_pos_weight", _optional_buffer(bce_pos_weight, num_lesions, "bce_pos_weight"),
+                             persistent=False)
+        self.register_buffer("dr_class_weights", _optional_buffer(dr_class_weights, num_dr, "dr_class_weights"),
+                             persistent=False)
+        self.register_buffer("dme_class_weights", _optional_buffer(dme_class_weights, num_dme, "dme_class_weights"),
+                             persistent=False)
+
+    # -- parts -------------------------------------------------------------------------------------------------
+
+    def segmentation(self, output: ModelOutput, batch: Mapping[str, Any]) -> tuple[dict[str, torch.Tensor], int]:
+        if output.seg_logits is None:
+            return {}, 0
+        index = output.seg_index
+        valid = batch["mask_valid"].to(index.device).bool().index_select(0, index)
+        if not bool(valid.any()):
+            return {}, 0
+        logits = output.seg_logits[valid]
+        target = batch["mask"].to(logits.device).index_select(0, index)[valid]
+        if target.shape != logits.shape:
+            raise ValueError(f"masks {tuple(target.shape)} do not match segmentation logits {tuple(logits.shape)}")
+        bce = bce_loss(logits, target, self.bce_pos_weight)
+        dice = soft_dice_loss(logits, target, self.dice, self.dice_smooth)
+        return {"seg_bce": bce, "seg_dice": dice, "seg": bce + dice}, int(valid.sum())
+
+    def classification(self, output: ModelOutput, batch: Mapping[str, Any]) -> tuple[dict[str, torch.Tensor], int]:
+        if output.dr_logits is None or output.dme_logits is None:
+            return {}, 0
+        index = output.cls_index
+        parts: dict[str, torch.Tensor] = {}
+        reached = torch.zeros(index.numel(), dtype=torch.bool, device=index.device)
+        for name, logits, weight in (("dr", output.dr_logits, self.dr_class_weights),
+                                     ("dme", output.dme_logits, self.dme_class_weights)):
+            labels = batch[name].to(index.device).long().index_select(0, index)
+            valid = labels != IGNORE_INDEX
+            if bool(valid.any()):
+                # Valid rows only: cross_entropy over all-ignored rows is NaN, and this keeps the mean over the
+                # samples that really have the label.
+                parts[name] = F.cross_entropy(logits[valid].float(), labels[valid], weight=weight)
+                reached |= valid
+        if parts:
+            parts["cls"] = sum(parts.values())
+        return parts, int(reached.sum())
+
+    def gate(self, output: ModelOutput, batch: Mapping[str, Any]) -> dict[str, torch.Tensor]:
+        logits = output.gate_logits
+        target = _task_vector(batch, logits.shape[0]).to(logits.device)
+        has_task = target.sum(dim=1) > 0
+        h = entropy(output.gate_probs).mean()
+        parts = {"gate_entropy": h}
+        if bool(has_task.any()):
+            target = target[has_task] / target[has_task].sum(dim=1, keepdim=True)
+            parts["gate_ce"] = soft_cross_entropy(logits[has_task], target).mean()
+            parts["gate"] = parts["gate_ce"] + self.entropy_coef * h
+            chosen = output.chosen_task()[has_task]
+            parts["gate_acc"] = (target.gather(1, chosen[:, None]) > 0).float().mean()
+        return parts
+
+    # -- total -------------------------------------------------------------------------------------------------
+
+    def forward(self, output: ModelOutput, batch: Mapping[str, Any]) -> tuple[torch.Tensor, dict[str, float]]:
+        seg, n_seg = self.segmentation(output, batch)
+        cls, n_cls = self.classification(output, batch)
+        gate = self.gate(output, batch)
+        terms = {name: part[name] for name, part in (("seg", seg), ("cls", cls), ("gate", gate)) if name in part}
+        total = combine(terms, self.weights, anchor=output.gate_logits)
+
+        task_vector = _task_vector(batch, output.batch_size).to(output.route.device) > 0
+        misrouted = int((~(output.route & task_vector).any(dim=1) & task_vector.any(dim=1)).sum())
+        parts: dict[str, float] = {k: float(v.detach()) for k, v in {**seg, **cls, **gate}.items()}
+        parts.update(total=float(total.detach()), n_seg_samples=n_seg, n_cls_samples=n_cls, misrouted=misrouted)
+        return total, parts
+
+
+def combine(terms: Mapping[str, torch.Tensor], weights: Mapping[str, float],
+            anchor: torch.Tensor | None = None) -> torch.Tensor:
+    """The task-presence rule: ``sum(weights) * sum_present(w L) / sum_present(w)``.
+
+    With nothing present (or only zero-weight parts) the total is a zero that still hangs on ``anchor``'s graph,
+    so ``backward()`` works and every rank of a distributed run calls it the same way.
+    """
+    present = sum(weights[k] for k in terms)
+    if not terms or present <= 0:
+        if anchor is None:
+            return torch.zeros(())
+        return anchor.float().sum() * 0.0
+    weighted = sum(weights[k] * terms[k] for k in terms)
+    return weighted * (sum(weights.values()) / present)
+
+
+def _task_vector(batch: Mapping[str, Any], batch_size: int) -> torch.Tensor:
+    """(B, 2) float task vectors from the batch; derived from ``task`` ids when absent."""
+    if batch.get("task_vector") is not None:
+        return batch["task_vector"].float()
+    return F.one_hot(batch["task"].long(), 2).float()

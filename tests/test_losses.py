@@ -1,0 +1,296 @@
+"""The losses against values computed by hand on tiny literal tensors."""
+
+from __future__ import annotations
+
+import math
+
+import pytest
+import torch
+
+from core.model import ModelOutput, MultiTaskLoss, bce_loss, combine, entropy, soft_cross_entropy, soft_dice_loss
+
+LN2, LN3, LN4, LN5 = math.log(2), math.log(3), math.log(4), math.log(5)
+BIG = 100.0  # sigmoid(+-100) is 1 / 0 to float32 precision
+
+
+def _logit(p: list) -> torch.Tensor:
+    """Logits whose sigmoid is exactly the given probabilities (0 and 1 mapped to -+BIG)."""
+    p = torch.tensor(p, dtype=torch.float64)
+    return torch.where(p <= 0, -BIG, torch.where(p >= 1, BIG, torch.log(p / (1 - p)))).float()
+
+
+# --- Dice -------------------------------------------------------------------------------------------------------
+
+@pytest.mark.parametrize("probs, target, smooth, expected", [
+    # p = 0.5 everywhere, one positive pixel: (2*0.5 + 1) / (2 + 1 + 1) = 0.5
+    ([[.5, .5], [.5, .5]], [[1, 0], [0, 0]], 1.0, 1 - 0.5),
+    # perfect prediction: (2 + 1) / (2 + 1) = 1
+    ([[1, 0], [0, 1]], [[1, 0], [0, 1]], 1.0, 0.0),
+    # empty target, p = 0.5: (0 + 1) / (2 + 0 + 1) = 1/3
+    ([[.5, .5], [.5, .5]], [[0, 0], [0, 0]], 1.0, 1 - 1 / 3),
+    # no smoothing, half the pixels positive: 2*1 / (2 + 2) = 0.5
+    ([[.5, .5], [.5, .5]], [[1, 1], [0, 0]], 0.0, 0.5),
+    # fully wrong: (0 + 1) / (2 + 2 + 1) = 0.2
+    ([[0, 0], [1, 1]], [[1, 1], [0, 0]], 1.0, 1 - 0.2),
+])
+def test_soft_dice_of_a_2x2_mask(probs: list, target: list, smooth: float, expected: float) -> None:
+    logits = _logit(probs).view(1, 1, 2, 2)
+    target_t = torch.tensor(target, dtype=torch.float32).view(1, 1, 2, 2)
+    for mode in ("batch", "image"):  # one image: both modes agree
+        assert soft_dice_loss(logits, target_t, mode, smooth).item() == pytest.approx(expected, abs=1e-6)
+
+
+@pytest.mark.parametrize("mode, expected", [
+    # sums over both images: inter 0.5, sum p 4, sum t 1 -> (1 + 1) / (5 + 1) = 1/3
+    ("batch", 1 - 1 / 3),
+    # image A: (1 + 1) / (3 + 1) = 1/2, image B (empty): 1 / (2 + 1) = 1/3 -> mean 5/12
+    ("image", 1 - 5 / 12),
+])
+def test_batch_dice_pools_images_image_dice_averages_them(mode: str, expected: float) -> None:
+    logits = torch.zeros(2, 1, 2, 2)
+    target = torch.tensor([[[[1, 0], [0, 0]]], [[[0, 0], [0, 0]]]], dtype=torch.float32)
+    assert soft_dice_loss(logits, target, mode).item() == pytest.approx(expected, abs=1e-6)
+
+
+def test_dice_averages_over_lesion_channels() -> None:
+    logits = torch.stack([_logit([[1, 0], [0, 0]]), _logit([[.5, .5], [.5, .5]])]).unsqueeze(0)  # (1, 2, 2, 2)
+    target = torch.tensor([[[1, 0], [0, 0]], [[1, 0], [0, 0]]], dtype=torch.float32).unsqueeze(0)
+    assert soft_dice_loss(logits, target).item() == pytest.approx(1 - (1.0 + 0.5) / 2, abs=1e-6)
+
+
+# --- BCE, CE, entropy -------------------------------------------------------------------------------------------
+
+@pytest.mark.parametrize("logit, target, pos_weight, expected", [
+    (0.0, 1.0, None, LN2),
+    (0.0, 0.0, None, LN2),
+    (LN3, 1.0, None, math.log(4 / 3)),  # sigmoid(ln 3) = 3/4
+    (LN3, 0.0, None, LN4),
+    (0.0, 1.0, 2.0, 2 * LN2),  # pos_weight scales the positive term only
+    (0.0, 0.0, 2.0, LN2),
+])
+def test_bce_of_known_logits(logit: float, target: float, pos_weight: float | None, expected: float) -> None:
+    logits = torch.full((1, 5, 1, 1), logit)
+    targets = torch.full((1, 5, 1, 1), target)
+    weight = None if pos_weight is None else torch.full((5,), pos_weight)
+    assert bce_loss(logits, targets, weight).item() == pytest.approx(expected, abs=1e-6)
+
+
+@pytest.mark.parametrize("probs, expected", [
+    ([0.5, 0.5], LN2),
+    ([1.0, 0.0], 0.0),
+    ([0.9, 0.1], -(0.9 * math.log(0.9) + 0.1 * math.log(0.1))),
+])
+def test_entropy(probs: list, expected: float) -> None:
+    assert entropy(torch.tensor([probs])).item() == pytest.approx(expected, abs=1e-6)
+
+
+@pytest.mark.parametrize("logits, target, expected", [
+    ([0.0, LN3], [1.0, 0.0], LN4),  # softmax = [1/4, 3/4]
+    ([0.0, LN3], [0.0, 1.0], math.log(4 / 3)),
+    ([0.0, LN3], [0.5, 0.5], -(0.5 * math.log(0.25) + 0.5 * math.log(0.75))),
+])
+def test_soft_cross_entropy(logits: list, target: list, expected: float) -> None:
+    value = soft_cross_entropy(torch.tensor([logits]), torch.tensor([target])).item()
+    assert value == pytest.approx(expected, abs=1e-6)
+
+
+# --- MultiTaskLoss on hand-built outputs ------------------------------------------------------------------------
+
+def _output(gate_logits: list, route: list, seg_logits: torch.Tensor | None = None,
+            dr_logits: torch.Tensor | None = None, dme_logits: torch.Tensor | None = None) -> ModelOutput:
+    gate = torch.tensor(gate_logits, dtype=torch.float32, requires_grad=True)
+    route_t = torch.tensor(route, dtype=torch.bool)
+    return ModelOutput(gate, gate.softmax(1), route_t, route_t[:, 0].nonzero().flatten(), seg_logits,
+                       route_t[:, 1].nonzero().flatten(), dr_logits, dme_logits)
+
+
+def _batch(task_vector: list, mask_valid: list, dr: list, dme: list, size: int = 2) -> dict[str, torch.Tensor]:
+    tv = torch.tensor(task_vector, dtype=torch.float32)
+    return {"task": tv.argmax(1), "task_vector": tv, "mask": torch.zeros(len(dr), 5, size, size, dtype=torch.uint8),
+            "mask_valid": torch.tensor(mask_valid), "dr": torch.tensor(dr), "dme": torch.tensor(dme)}
+
+
+SEG = LN2 + 2 / 3  # zero logits on an empty 2x2 mask: BCE ln 2; batch Dice 1 - 1/(2+0+1) = 2/3 per channel
+CLS = LN5 + LN3  # zero logits: DR ln 5 + DME ln 3
+GATE = LN2 + 0.01 * LN2  # zero gate logits: CE ln 2, entropy ln 2, coef 0.01
+SEG_SAMPLE = dict(task_vector=[1, 0], mask_valid=True, dr=-100, dme=-100)
+CLS_SAMPLE = dict(task_vector=[0, 1], mask_valid=False, dr=2, dme=1)
+
+
+def _case(samples: list[dict], routes: list[list[int]]) -> tuple[ModelOutput, dict[str, torch.Tensor]]:
+    n_seg = sum(r[0] for r in routes)
+    n_cls = sum(r[1] for r in routes)
+    out = _output([[0.0, 0.0]] * len(samples), routes,
+                  torch.zeros(n_seg, 5, 2, 2) if n_seg else None,
+                  torch.zeros(n_cls, 5) if n_cls else None, torch.zeros(n_cls, 3) if n_cls else None)
+    batch = _batch(*([s[k] for s in samples] for k in ("task_vector", "mask_valid", "dr", "dme")))
+    return out, batch
+
+
+# weights seg 1, cls 1, gate 0.5 (sum 2.5): total = 2.5 * sum_present(w L) / sum_present(w)
+@pytest.mark.parametrize("samples, routes, expected, present", [
+    ([SEG_SAMPLE, CLS_SAMPLE], [[1, 0], [0, 1]], 1 * SEG + 1 * CLS + 0.5 * GATE, {"seg", "cls", "gate"}),
+    ([SEG_SAMPLE], [[1, 0]], 2.5 * (SEG + 0.5 * GATE) / 1.5, {"seg", "gate"}),
+    # the classification sample went to the decoder (misrouted): no cls part, same total as above
+    ([SEG_SAMPLE, CLS_SAMPLE], [[1, 0], [1, 0]], 2.5 * (SEG + 0.5 * GATE) / 1.5, {"seg", "gate"}),
+    ([CLS_SAMPLE], [[0, 1]], 2.5 * (CLS + 0.5 * GATE) / 1.5, {"cls", "gate"}),
+    # both samples sent to the wrong expert: only the gate learns, scaled to the full weight sum
+    ([SEG_SAMPLE, CLS_SAMPLE], [[0, 1], [1, 0]], 2.5 * GATE, {"gate"}),
+])
+def test_task_presence_renormalises_the_weights(samples: list, routes: list, expected: float,
+                                                present: set[str]) -> None:
+    out, batch = _case(samples, routes)
+    total, parts = MultiTaskLoss(seg_weight=1.0, cls_weight=1.0, gate_weight=0.5)(out, batch)
+    assert total.item() == pytest.approx(expected, abs=1e-5)
+    assert parts["total"] == pytest.approx(expected, abs=1e-5)
+    assert {k for k in ("seg", "cls", "gate") if k in parts} == present
+    for name, value in (("seg", SEG), ("cls", CLS), ("gate", GATE)):
+        if name in present:
+            assert parts[name] == pytest.approx(value, abs=1e-5)
+
+
+def test_combine_rule_and_empty_batch() -> None:
+    weights = {"seg": 1.0, "cls": 2.0, "gate": 1.0}
+    terms = {"seg": torch.tensor(3.0), "gate": torch.tensor(1.0)}
+    assert combine(terms, weights).item() == pytest.approx(4.0 * (3.0 + 1.0) / 2.0)
+    anchor = torch.ones(2, 2, requires_grad=True)
+    empty = combine({}, weights, anchor=anchor)
+    assert empty.item() == 0.0
+    empty.backward()  # still on the graph: a step with nothing to learn does not crash
+    assert torch.equal(anchor.grad, torch.zeros(2, 2))
+
+
+@pytest.mark.parametrize("dr, dme, expected, keys, n_cls", [
+    ([2, 1], [0, 2], LN5 + LN3, {"dr", "dme", "cls"}, 2),
+    ([-100, 1], [0, 2], LN5 + LN3, {"dr", "dme", "cls"}, 2),  # one ignored DR label: mean over the valid one
+    ([-100, -100], [0, 2], LN3, {"dme", "cls"}, 2),  # no valid DR label: the DR term is absent, not NaN
+    ([-100, 4], [-100, -100], LN5, {"dr", "cls"}, 1),  # only sample 1 has any label
+    ([-100, -100], [-100, -100], None, set(), 0),  # nothing valid: classification absent
+])
+def test_classification_ignore_index(dr: list, dme: list, expected: float | None, keys: set[str],
+                                     n_cls: int) -> None:
+    out = _output([[0.0, 0.0]] * 2, [[0, 1]] * 2, dr_logits=torch.zeros(2, 5), dme_logits=torch.zeros(2, 3))
+    batch = _batch([[0, 1]] * 2, [False, False], dr, dme)
+    total, parts = MultiTaskLoss()(out, batch)
+    assert {k for k in ("dr", "dme", "cls") if k in parts} == keys
+    assert parts["n_cls_samples"] == n_cls
+    assert torch.isfinite(total)
+    if expected is not None:
+        assert parts["cls"] == pytest.approx(expected, abs=1e-6)
+
+
+def test_class_weights_weight_the_mean() -> None:
+    dr_logits = torch.tensor([[0.0, 0, 0, 0, 0], [0, LN4, 0, 0, 0]])  # CE: ln 5 (label 0), ln 2 (label 1)
+    out = _output([[0.0, 0.0]] * 2, [[0, 1]] * 2, dr_logits=dr_logits, dme_logits=torch.zeros(2, 3))
+    batch = _batch([[0, 1]] * 2, [False, False], [0, 1], [0, 0])
+    _, parts = MultiTaskLoss(dr_class_weights=[1, 3, 1, 1, 1], dme_class_weights=[2, 1, 1])(out, batch)
+    assert parts["dr"] == pytest.approx((1 * LN5 + 3 * LN2) / 4, abs=1e-6)
+    assert parts["dme"] == pytest.approx(LN3, abs=1e-6)
+
+
+def test_bce_pos_weight_reaches_the_segmentation_loss() -> None:
+    out = _output([[0.0, 0.0]], [[1, 0]], seg_logits=torch.zeros(1, 5, 2, 2))
+    batch = _batch([[1, 0]], [True], [-100], [-100])
+    batch["mask"][0, 0] = 1  # MA channel all positive: 4 of the 20 pixels
+    _, plain = MultiTaskLoss()(out, batch)
+    _, weighted = MultiTaskLoss(bce_pos_weight=[3, 1, 1, 1, 1])(out, batch)
+    assert plain["seg_bce"] == pytest.approx(LN2, abs=1e-6)
+    assert weighted["seg_bce"] == pytest.approx((4 * 3 * LN2 + 16 * LN2) / 20, abs=1e-6)
+
+
+@pytest.mark.parametrize("dice, expected_dice", [
+    # pooled over both images. MA: inter 2, sum p 2 + 1, sum t 4 -> (4 + 1) / (7 + 1) = 5/8;
+    # the 4 empty channels: 1 / (3 + 1) = 1/4
+    ("batch", 1 - (5 / 8 + 4 * (1 / 4)) / 5),
+    # image 0: MA (4 + 1) / (6 + 1) = 5/7, empty channels 1 / (2 + 1) = 1/3;
+    # image 1 (empty everywhere, p 0.5 on 2 pixels): 1 / (1 + 1) = 1/2 on every channel
+    ("image", 1 - ((5 / 7 + 4 * (1 / 3)) / 5 + 1 / 2) / 2),
+])
+def test_dice_mode_reaches_the_segmentation_loss(dice: str, expected_dice: float) -> None:
+    # image 0: p 0.5 everywhere, MA channel all positive; image 1: p 0.5 on its top row, ~0 below, no lesion
+    image1 = torch.full((5, 2, 2), -BIG)
+    image1[:, 0] = 0.0
+    out = _output([[0.0, 0.0]] * 2, [[1, 0]] * 2, seg_logits=torch.stack([torch.zeros(5, 2, 2), image1]))
+    batch = _batch([[1, 0]] * 2, [True, True], [-100] * 2, [-100] * 2)
+    batch["mask"][0, 0] = 1
+    _, parts = MultiTaskLoss(dice=dice)(out, batch)
+    assert parts["seg_dice"] == pytest.approx(expected_dice, abs=1e-5)
+
+
+def test_samples_without_masks_or_labels_teach_only_the_gate() -> None:
+    # sample 0: seg, routed to seg. sample 1: cls routed to seg (misrouted). sample 2: both tasks, routed to cls.
+    out = _output([[0.0, 0.0]] * 3, [[1, 0], [1, 0], [0, 1]], seg_logits=torch.zeros(2, 5, 2, 2),
+                  dr_logits=torch.zeros(1, 5), dme_logits=torch.zeros(1, 3))
+    batch = _batch([[1, 0], [0, 1], [1, 1]], [True, False, True], [-100, 2, 3], [-100, 1, 0])
+    batch["mask"][1] = 1  # a misrouted sample's (bogus) mask must not be read: mask_valid is False
+    _, parts = MultiTaskLoss()(out, batch)
+    assert parts["misrouted"] == 1
+    assert parts["n_seg_samples"] == 1 and parts["n_cls_samples"] == 1
+    assert parts["seg"] == pytest.approx(SEG, abs=1e-5)
+    assert parts["gate_acc"] == pytest.approx(2 / 3)  # argmax of [0, 0] is 0: right for samples 0 and 2
+
+
+@pytest.mark.parametrize("route, misrouted", [
+    ([[1, 0], [0, 1], [1, 0], [0, 1]], 0),
+    ([[0, 1], [0, 1], [1, 0], [0, 1]], 1),
+    ([[0, 1], [1, 0], [0, 1], [1, 0]], 3),  # sample 2 has both tasks: either route is right
+    ([[1, 1], [1, 1], [1, 1], [1, 1]], 0),
+])
+def test_misrouted_counting(route: list, misrouted: int) -> None:
+    route_t = torch.tensor(route)
+    out = _output([[0.0, 0.0]] * 4, route, torch.zeros(int(route_t[:, 0].sum()), 5, 2, 2),
+                  torch.zeros(int(route_t[:, 1].sum()), 5), torch.zeros(int(route_t[:, 1].sum()), 3))
+    batch = _batch([[1, 0], [0, 1], [1, 1], [0, 1]], [True, False, True, False], [-100, 1, 2, 3], [-100, 0, 1, 2])
+    assert MultiTaskLoss()(out, batch)[1]["misrouted"] == misrouted
+
+
+@pytest.mark.parametrize("gate_logits, task_vector, entropy_coef, expected_ce", [
+    ([[0.0, 0.0]], [[1, 0]], 0.01, LN2),
+    ([[0.0, LN3]], [[1, 0]], 0.01, LN4),
+    ([[0.0, LN3]], [[0, 1]], -0.05, math.log(4 / 3)),
+    ([[0.0, LN3]], [[1, 1]], 0.0, -(0.5 * math.log(0.25) + 0.5 * math.log(0.75))),  # normalised soft target
+    ([[0.0, LN3], [0.0, 0.0]], [[1, 0], [1, 1]], 0.1, (LN4 + LN2) / 2),
+])
+def test_gate_loss_and_entropy_sign(gate_logits: list, task_vector: list, entropy_coef: float,
+                                    expected_ce: float) -> None:
+    n = len(gate_logits)
+    out = _output(gate_logits, [[0, 0]] * n)
+    batch = _batch(task_vector, [False] * n, [-100] * n, [-100] * n)
+    total, parts = MultiTaskLoss(entropy_coef=entropy_coef)(out, batch)
+    probs = torch.tensor(gate_logits).softmax(1)
+    h = float(-(probs * probs.log()).sum(1).mean())
+    assert parts["gate_ce"] == pytest.approx(expected_ce, abs=1e-6)
+    assert parts["gate_entropy"] == pytest.approx(h, abs=1e-6)
+    assert parts["gate"] == pytest.approx(expected_ce + entropy_coef * h, abs=1e-6)
+    assert total.item() == pytest.approx(3.0 * parts["gate"], abs=1e-5)  # gate alone carries all three weights
+
+
+@pytest.mark.parametrize("entropy_coef, sharper", [(0.5, True), (0.01, True), (-0.5, False)])
+def test_entropy_sign_convention(entropy_coef: float, sharper: bool) -> None:
+    """Positive coefficient: the entropy term's gradient widens the gate's margin (confident routing);
+    negative: it narrows it (the gate stays uncertain)."""
+
+    def margin_grad(coef: float) -> float:
+        out = _output([[0.3, 0.0]], [[0, 0]])
+        total, _ = MultiTaskLoss(entropy_coef=coef)(out, _batch([[1, 0]], [False], [-100], [-100]))
+        total.backward()
+        return float(out.gate_logits.grad[0, 0] - out.gate_logits.grad[0, 1])
+
+    from_entropy = margin_grad(entropy_coef) - margin_grad(0.0)
+    # gradient descent moves the margin by -grad: the margin grows (sharper gate) when this is negative
+    assert (from_entropy < 0) == sharper
+
+
+def test_constructor_validation() -> None:
+    with pytest.raises(ValueError, match="dice"):
+        MultiTaskLoss(dice="pixel")
+    with pytest.raises(ValueError, match="bce_pos_weight"):
+        MultiTaskLoss(bce_pos_weight=[1, 2])
+    with pytest.raises(ValueError, match=">= 0"):
+        MultiTaskLoss(seg_weight=-1)
+
+
+def test_mismatched_mask_size_is_named() -> None:
+    out = _output([[0.0, 0.0]], [[1, 0]], seg_logits=torch.zeros(1, 5, 4, 4))
+    with pytest.raises(ValueError, match="do not match"):
+        MultiTaskLoss()(out, _batch([[1, 0]], [True], [-100], [-100], size=2))
