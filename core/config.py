@@ -155,6 +155,11 @@ def _coerce(value: Any, kind: Any, where: str) -> Any:
             raise ConfigError(f"{where} must be an integer, not {value!r}")
         return int(value)
     if kind is float:
+        if isinstance(value, str):  # YAML 1.1 reads 1e-3 (no dot) as text
+            try:
+                value = float(value)
+            except ValueError:
+                pass
         if isinstance(value, bool) or not isinstance(value, (int, float)):
             raise ConfigError(f"{where} must be a number, not {value!r}")
         return float(value)
