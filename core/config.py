@@ -57,6 +57,7 @@ class ModelConfig:
     gate_hidden: int = 64
     dropout: float = 0.1
     drop_path_rate: float = 0.0
+    pooling: Literal["avg", "multiscale"] = "avg"  # what the gate and the classifier read (see core.model.gated.pool)
 
 
 @dataclass

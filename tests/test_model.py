@@ -322,3 +322,20 @@ def test_checkpoint_with_foreign_keys_is_not_silently_ignored(tmp_path: Path) ->
     torch.save(timm.create_model("convnext_atto", pretrained=False, features_only=True).state_dict(), path)
     with pytest.raises(ConfigError, match="weights missing"):
         GatedMultiTaskModel("convnext_atto", pretrained_weights=path)
+
+
+def test_multiscale_pooling_reads_every_stage_with_mean_and_max() -> None:
+    from core.model.gated import pool
+
+    features = [torch.zeros(2, c, 8 // (i + 1), 8 // (i + 1)) for i, c in enumerate((3, 4, 5, 6))]
+    features[0][0, 1, 0, 0] = 8.0  # one bright pixel in the shallowest map of sample 0
+    pooled = pool(features, "multiscale")
+    assert pooled.shape == (2, 2 * (3 + 4 + 5 + 6))
+    assert pooled[0, 3 + 1].item() == 8.0  # the max keeps the single pixel that the mean dilutes
+    assert pooled[0, 1].item() == pytest.approx(8.0 / 64)
+    assert pool(features, "avg").shape == (2, 6)
+    model = GatedMultiTaskModel(decoder_channels=(16, 16, 16, 8), gate_hidden=8, pooling="multiscale")
+    out = model(torch.randn(2, 3, 64, 64), route="both")
+    assert out.dr_logits.shape == (2, 5) and out.gate_logits.shape == (2, 2)
+    with pytest.raises(ValueError, match="pooling"):
+        GatedMultiTaskModel(pooling="median")

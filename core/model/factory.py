@@ -12,7 +12,7 @@ from core.model.losses import MultiTaskLoss
 def model_signature(config: ModelConfig) -> dict[str, Any]:
     """The settings that decide tensor shapes: a weights file must match them to load."""
     return {"backbone": config.backbone, "decoder_channels": list(config.decoder_channels),
-            "gate_hidden": config.gate_hidden}
+            "gate_hidden": config.gate_hidden, "pooling": config.pooling}
 
 
 def build_model(config: ModelConfig, load_pretrained: bool = True) -> GatedMultiTaskModel:
@@ -24,6 +24,7 @@ def build_model(config: ModelConfig, load_pretrained: bool = True) -> GatedMulti
         gate_hidden=config.gate_hidden,
         dropout=config.dropout,
         drop_path_rate=config.drop_path_rate,
+        pooling=config.pooling,
     )
 
 

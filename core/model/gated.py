@@ -29,6 +29,7 @@ from core.model.heads import NUM_DME_RISKS, NUM_DR_GRADES, ClassificationHead
 
 Route = Literal["gate", "oracle", "both"]
 ROUTES = ("gate", "oracle", "both")
+POOLINGS = ("avg", "multiscale")
 SEGMENTATION, CLASSIFICATION = 0, 1
 
 
@@ -92,6 +93,7 @@ class GatedMultiTaskModel(nn.Module):
         gate_hidden: int = 64,
         dropout: float = 0.1,
         drop_path_rate: float = 0.0,
+        pooling: str = "avg",
         num_lesions: int = NUM_LESIONS,
         num_dr: int = NUM_DR_GRADES,
         num_dme: int = NUM_DME_RISKS,
@@ -100,12 +102,15 @@ class GatedMultiTaskModel(nn.Module):
         # Everything needed to rebuild the architecture (not the weights) from a checkpoint's config.
         self.hparams = dict(backbone=backbone, decoder_channels=tuple(decoder_channels), stem_channels=stem_channels,
                             full_channels=full_channels, gate_hidden=gate_hidden, dropout=dropout,
-                            drop_path_rate=drop_path_rate, num_lesions=num_lesions, num_dr=num_dr, num_dme=num_dme)
+                            drop_path_rate=drop_path_rate, pooling=pooling, num_lesions=num_lesions, num_dr=num_dr, num_dme=num_dme)
         self.backbone = Backbone(backbone, pretrained_weights, drop_path_rate)
-        deepest = self.backbone.channels[-1]
-        self.gate = Gate(deepest, gate_hidden, dropout)
+        if pooling not in POOLINGS:
+            raise ValueError(f"pooling must be one of {', '.join(POOLINGS)}, got {pooling!r}")
+        self.pooling = pooling
+        pooled_width = self.backbone.channels[-1] if pooling == "avg" else 2 * sum(self.backbone.channels)
+        self.gate = Gate(pooled_width, gate_hidden, dropout)
         self.decoder = UnetDecoder(self.backbone.channels, decoder_channels, stem_channels, full_channels, num_lesions)
-        self.classifier = ClassificationHead(deepest, dropout, num_dr, num_dme)
+        self.classifier = ClassificationHead(pooled_width, dropout, num_dr, num_dme)
 
     @property
     def normalization(self) -> tuple[tuple[float, ...], tuple[float, ...]]:
@@ -140,7 +145,7 @@ class GatedMultiTaskModel(nn.Module):
         if route not in ROUTES:
             raise ValueError(f"unknown route {route!r}; expected one of {', '.join(ROUTES)}")
         features = self.backbone(images)
-        pooled = features[-1].mean(dim=(2, 3))
+        pooled = pool(features, self.pooling)
         gate_logits = self.gate(pooled)
         routes = self._routes(route, gate_logits, task)
         seg_index = routes[:, SEGMENTATION].nonzero().flatten()
@@ -155,6 +160,18 @@ class GatedMultiTaskModel(nn.Module):
         return ModelOutput(gate_logits=gate_logits, gate_probs=gate_logits.float().softmax(dim=1), route=routes,
                            seg_index=seg_index, seg_logits=seg_logits, cls_index=cls_index,
                            dr_logits=dr_logits, dme_logits=dme_logits)
+
+
+def pool(features: Sequence[torch.Tensor], mode: str) -> torch.Tensor:
+    """The vector the gate and the classifier read.
+
+    ``"avg"``: the mean of the deepest map. ``"multiscale"``: mean and max of every stage, concatenated; the max
+    keeps a single bright exudate or dark haemorrhage visible to the grade heads instead of averaging it away,
+    and the shallow stages carry small lesions the stride-32 map has blurred.
+    """
+    if mode == "avg":
+        return features[-1].mean(dim=(2, 3))
+    return torch.cat([torch.cat([f.mean(dim=(2, 3)), f.amax(dim=(2, 3))], dim=1) for f in features], dim=1)
 
 
 def _rows(tensor: torch.Tensor, index: torch.Tensor) -> torch.Tensor:

@@ -241,8 +241,9 @@ class Trainer:
         elapsed = time.time() - self.started
         rate = elapsed / max(1, done - self.start_step) if done > self.start_step else None
         eta = rate * (self.total_steps - done) if rate is not None else None
-        write_status(self.run, state=state, epoch=progress.epoch, epochs=self.config.train.epochs, step=done,
-                     steps=self.total_steps, eta_s=eta, pid=os.getpid(), started=self.started, **extra)
+        fields = dict(state=state, epoch=progress.epoch, epochs=self.config.train.epochs, step=done,
+                      steps=self.total_steps, eta_s=eta, pid=os.getpid(), started=self.started)
+        write_status(self.run, **(fields | extra))
 
     # -- steps -----------------------------------------------------------------------------------------------
 
@@ -378,6 +379,7 @@ class Trainer:
         if self.dist.is_main:
             atomic_write_text(self.run.config, self.config.to_yaml())
             write_status(self.run, state="pending", error=None, pid=os.getpid(), started=self.started)
+        backbone_normalization(self.config.model.backbone)  # an unknown backbone fails before any data work
         metadata = self._metadata()
         require_samples(metadata, "train")
         log.info("data: %s", describe(metadata))
@@ -402,7 +404,7 @@ class Trainer:
                                     f"(checksums {checksums}): distributed training went out of sync")
             log.info("weights identical on all %d ranks (checksum %.6f)", self.dist.world_size, checksums[0])
         state = "stopped" if stop_reason == "stopped" else "finished"
-        self._status(state, progress, error=None, stop_reason=stop_reason, best=progress.best,
+        self._status(state, progress, error=None, stop_reason=stop_reason, best=progress.best, eta_s=0.0,
                      best_epoch=progress.best_epoch)
         log.info("%s at epoch %d, step %d%s", state, progress.epoch, progress.step,
                  f" ({stop_reason})" if stop_reason else "")
