@@ -6,8 +6,20 @@ from pathlib import Path
 
 import pytest
 
+import os
+
 ROOT = Path(__file__).resolve().parents[1]
-SHARED = ROOT.parent / "shared"
+
+
+def _shared() -> Path:
+    """``$IDRID_SHARED``, else ``../shared`` beside the checkout, else the workplace's ``/work/shared``."""
+    for candidate in (os.environ.get("IDRID_SHARED"), ROOT.parent / "shared", "/work/shared"):
+        if candidate and (Path(candidate) / "idrid").is_dir():
+            return Path(candidate)
+    return ROOT.parent / "shared"
+
+
+SHARED = _shared()
 REAL_IDRID = SHARED / "idrid"
 REAL_GRADING = SHARED / "idrid-grading"
 
