@@ -42,3 +42,22 @@ def real_grading() -> Path:
 def _isolated_cache(tmp_path_factory: pytest.TempPathFactory, monkeypatch: pytest.MonkeyPatch) -> None:
     """Keep the preprocessing cache of every test out of the user's home."""
     monkeypatch.setenv("IDRID_STUDIO_CACHE", str(tmp_path_factory.getbasetemp() / "preprocess-cache"))
+
+
+@pytest.fixture(scope="session")
+def tiny_run(tmp_path_factory: pytest.TempPathFactory) -> Path:
+    """A run trained for two steps on a tiny fixture: enough to exercise every path, not to be accurate."""
+    from builders import FixtureSpec, make_idrid
+    from core.config import config_from_dict
+    from core.train.trainer import Trainer
+
+    base = tmp_path_factory.mktemp("tiny-run")
+    root = make_idrid(base / "data", FixtureSpec(seg={"train": 6, "test": 4}, grading={"train": 10, "test": 6}))
+    config = config_from_dict({
+        "name": "tiny", "data": {"source": "folder", "roots": [str(root)], "image_size": 64,
+                                 "cache_dir": str(base / "cache")},
+        "model": {"decoder_channels": [32, 16, 16, 8], "gate_hidden": 16, "pooling": "multiscale"},
+        "train": {"epochs": 1, "batch_size": 4, "max_steps": 2, "weights_dtype": "float16"},
+    })
+    Trainer(config, base / "run", progress_bar=False).fit()
+    return base / "run"

@@ -137,3 +137,21 @@ def read_mask(path: str | Path) -> np.ndarray:
             return mask_from_pil(image)
     except _DECODE_ERRORS as error:
         raise DataError(f"mask {path} does not decode ({error.__class__.__name__}: {error})") from None
+
+
+def array_to_rgb(array: np.ndarray) -> np.ndarray:
+    """An in-memory image of any dtype and channel count (grey, grey+alpha, RGB, RGBA) -> HxWx3 uint8 RGB."""
+    if array.ndim not in (2, 3) or (array.ndim == 3 and array.shape[2] not in (1, 2, 3, 4)):
+        raise DataError(f"an image array must be HxW or HxWxC with 1-4 channels, not shape {array.shape}")
+    if array.size == 0:
+        raise DataError(f"the image array is empty (shape {array.shape})")
+    values = _to_uint8(np.asarray(array))
+    if values.ndim == 2:
+        values = values[:, :, None]
+    channels = values.shape[2]
+    if channels in (2, 4):  # composite on black, as for RGBA files
+        alpha = values[:, :, -1:].astype(np.float32) / 255.0
+        values = (values[:, :, :-1].astype(np.float32) * alpha + 0.5).astype(np.uint8)
+    if values.shape[2] == 1:
+        values = np.repeat(values, 3, axis=2)
+    return np.ascontiguousarray(values)

@@ -21,7 +21,7 @@ import cv2
 import numpy as np
 from PIL import Image
 
-from core.data.imageio import open_image, read_mask, to_rgb_array
+from core.data.imageio import array_to_rgb, open_image, read_mask, to_rgb_array
 from core.data.layout import LESIONS
 from core.errors import ConfigError, DataError
 
@@ -80,6 +80,12 @@ class Geometry:
     @classmethod
     def from_dict(cls, data: dict) -> Geometry:
         return cls(**{k: tuple(v) for k, v in data.items()})
+
+    def point_to_original(self, x: float, y: float) -> tuple[float, float]:
+        """A canvas coordinate in original pixels."""
+        scale_x = (self.crop[2] - self.crop[0]) / self.content[0]
+        scale_y = (self.crop[3] - self.crop[1]) / self.content[1]
+        return ((x - self.offset[0]) * scale_x + self.crop[0], (y - self.offset[1]) * scale_y + self.crop[1])
 
     def canvas_to_original(self, array: np.ndarray, interpolation: int = cv2.INTER_LINEAR) -> np.ndarray:
         """Map an HxW(xC) canvas-sized map (probabilities, say) back onto the original image; zero outside the crop."""
@@ -149,7 +155,8 @@ def decode_for_canvas(source: str | Path | bytes | Image.Image | np.ndarray, can
     Returns the pixels and the original (width, height): geometry stays in original pixels whatever was decoded.
     """
     if isinstance(source, np.ndarray):
-        source = Image.fromarray(source)  # PIL maps grey, RGBA and 16-bit arrays to the matching modes
+        rgb = array_to_rgb(source)
+        return rgb, (rgb.shape[1], rgb.shape[0])
     if isinstance(source, Image.Image):
         return to_rgb_array(source), source.size
     image = open_image(source, what)

@@ -129,6 +129,13 @@ class GatedMultiTaskModel(nn.Module):
         return (f"{self.backbone.name} (features {strides}); parameters: "
                 + ", ".join(f"{k} {v / 1e6:.2f}M" for k, v in counts.items()))
 
+    def segment(self, images: torch.Tensor) -> torch.Tensor:
+        """Lesion logits for every image, skipping gate and classifier: what sliding windows need."""
+        return self.decoder(images, self.backbone(images))
+
+    def pooled_features(self, features: Sequence[torch.Tensor]) -> torch.Tensor:
+        return pool(features, self.pooling)
+
     def _routes(self, route: str, gate_logits: torch.Tensor, task: torch.Tensor | None) -> torch.Tensor:
         batch_size = gate_logits.shape[0]
         if route == "gate":

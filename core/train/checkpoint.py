@@ -59,7 +59,8 @@ def load_weights(model: torch.nn.Module, path: Path, model_config: dict[str, Any
     tensors, header = read_weights(path)
     if model_config is not None:
         saved = json.loads(header.get("model", "{}"))
-        differences = {k: (saved.get(k), v) for k, v in model_config.items() if saved.get(k) != v}
+        # keys a file predates are not compared; a shape mismatch would still be caught below
+        differences = {k: (saved[k], v) for k, v in model_config.items() if k in saved and saved[k] != v}
         if differences:
             listing = ", ".join(f"{k}: file {a!r} vs config {b!r}" for k, (a, b) in differences.items())
             raise ConfigError(f"weights {path} do not match this model ({listing})")

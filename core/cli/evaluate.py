@@ -1,0 +1,52 @@
+"""``python -m core evaluate``: score a run on a split and save the results beside it."""
+
+from __future__ import annotations
+
+import argparse
+from pathlib import Path
+
+
+def register(subparsers: argparse._SubParsersAction) -> None:
+    parser = subparsers.add_parser(
+        "evaluate", help="score a run on a split and save eval/<split>/ in the run folder",
+        description="Score a run: classification (accuracy, macro P/R/F1, confusion, kappa, joint accuracy), "
+                    "segmentation (Dice and IoU pooled and per image, pixel AUPR), gate (accuracy, routing "
+                    "confusion, misrouted samples). Writes summary.json, predictions.csv, masks/, curves.json.")
+    parser.add_argument("--run", type=Path, required=True, help="run folder, e.g. checkpoints/demo")
+    parser.add_argument("--split", default="test", choices=["train", "val", "test"], help="default: %(default)s")
+    parser.add_argument("--data", type=Path, help="a metadata JSON to evaluate on (default: the run's own data)")
+    parser.add_argument("--full-res", action="store_true",
+                        help="score the masks at the original image size (predictions upsampled)")
+    parser.add_argument("--weights", default="best", help="best or last (default: %(default)s)")
+    parser.set_defaults(func=run)
+
+
+def format_summary(summary: dict) -> str:
+    lines = [f"{summary['run']} on {summary['split']}: {summary['n']} samples "
+             f"({summary['n_segmentation']} segmentation, {summary['n_classification']} graded), "
+             f"{summary['seconds']} s"]
+    gate = summary["gate"]
+    if gate.get("accuracy") is not None:
+        lines.append(f"gate accuracy {gate['accuracy']:.3f}, misrouted {gate['misrouted']}")
+    cls = summary["classification"]
+    if cls["dr"].get("accuracy") is not None:
+        kappa = cls["dr"].get("kappa_quadratic")
+        lines.append(f"DR accuracy {cls['dr']['accuracy']:.3f}, macro F1 {cls['dr']['f1_macro']:.3f}, "
+                     f"kappa {kappa if kappa is None else round(kappa, 3)}; DME accuracy {cls['dme']['accuracy']:.3f}; "
+                     f"joint {cls['joint_accuracy']:.3f}")
+    lesions = summary["segmentation"]["lesions"]
+    if lesions:
+        lines.append(f"segmentation at {summary['segmentation']['resolution']}:")
+        for code, values in lesions.items():
+            parts = [f"{k} {v:.3f}" for k, v in values.items() if isinstance(v, float)]
+            lines.append(f"  {code}: " + ", ".join(parts))
+    return "\n".join(lines)
+
+
+def run(args: argparse.Namespace) -> int:
+    from core.evaluate.runner import evaluate_run
+
+    summary = evaluate_run(args.run, args.split, args.data, args.full_res, args.weights)
+    print(format_summary(summary))
+    print(f"wrote {args.run / 'eval' / args.split}")
+    return 0

@@ -1,0 +1,71 @@
+"""Gallery selection: a seeded random draw of evaluated samples with what the gallery page shows for each."""
+
+from __future__ import annotations
+
+import csv
+from dataclasses import dataclass, field
+from pathlib import Path
+
+import numpy as np
+
+from core.data.layout import LESIONS
+from core.data.metadata import Metadata
+from core.errors import DataError
+from core.evaluate.runner import DME_NAMES, DR_NAMES, mask_file
+from core.train.run_dir import RunDir
+
+
+@dataclass
+class Tile:
+    id: str
+    image: Path | None  # None when the dataset's images are not on this machine
+    task: str  # true task: segmentation, classification or both
+    route: str  # the gate's choice
+    misrouted: bool
+    confidence: float
+    label: str  # prediction against truth, in words
+    masks: dict[str, Path] = field(default_factory=dict)  # predicted probability PNGs
+
+    @property
+    def both(self) -> bool:
+        return self.task == "both"
+
+
+def read_predictions(run_dir: Path | str, split: str) -> list[dict[str, str]]:
+    path = RunDir(Path(run_dir)).eval_dir(split) / "predictions.csv"
+    if not path.exists():
+        raise DataError(f"run {Path(run_dir).name} has no evaluation of the {split} split yet "
+                        f"(python -m core evaluate --run {run_dir} --split {split})")
+    with open(path, newline="", encoding="utf-8") as handle:
+        return list(csv.DictReader(handle))
+
+
+def _label(row: dict[str, str]) -> str:
+    if row["task"] == "segmentation":
+        dice = [f"{code} {float(row[f'dice_{code}']):.2f}" for code in LESIONS if row.get(f"dice_{code}")]
+        return "Dice " + ", ".join(dice) if dice else "no lesion in truth or prediction"
+    dr = f"DR {DR_NAMES[int(row['dr_pred'])]} (true {DR_NAMES[int(row['dr_true'])]})"
+    dme = f"DME {DME_NAMES[int(row['dme_pred'])]} (true {DME_NAMES[int(row['dme_true'])]})"
+    return f"{dr}; {dme}"
+
+
+def gallery(run_dir: Path | str, split: str = "test", n: int = 20, seed: int = 0, metadata: Metadata | None = None,
+            misrouted_only: bool = False) -> list[Tile]:
+    """``n`` samples drawn without replacement by ``seed`` (so a draw can be shared and redrawn)."""
+    rows = read_predictions(run_dir, split)
+    if misrouted_only:
+        rows = [r for r in rows if r["misrouted"] == "True"]
+    rng = np.random.default_rng(seed)
+    chosen = sorted(rng.choice(len(rows), size=min(n, len(rows)), replace=False).tolist()) if rows else []
+    images = {s.id: s.image for s in metadata.samples} if metadata is not None else {}
+    folder = RunDir(Path(run_dir)).eval_dir(split)
+    tiles = []
+    for index in chosen:
+        row = rows[index]
+        image = images.get(row["id"])
+        tiles.append(Tile(
+            id=row["id"], image=image if image is not None and image.exists() else None, task=row["task"],
+            route=row["route"], misrouted=row["misrouted"] == "True", confidence=float(row["gate_confidence"]),
+            label=_label(row), masks={code: mask_file(folder, row["id"], code) for code in LESIONS},
+        ))
+    return tiles

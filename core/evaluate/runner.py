@@ -1,0 +1,194 @@
+"""``evaluate_run``: score a run on a split and save everything the dashboards and the gallery show.
+
+Writes ``eval/<split>/`` in the run folder: ``summary.json`` (metrics), ``predictions.csv`` (one row per sample),
+``masks/<sample>_<LESION>.png`` (predicted probabilities at the model's canvas, 0-255, so the gallery needs no model)
+and ``curves.json`` (precision-recall curves). Every expert runs on every sample (``route="both"``): each is scored
+on the samples of its own task and the gate on all, so one pass gives the expert quality and the routing quality.
+"""
+
+from __future__ import annotations
+
+import csv
+import io
+import json
+import time
+from pathlib import Path
+from typing import Any
+
+import numpy as np
+import torch
+from PIL import Image
+from torch.utils.data import DataLoader
+from tqdm import tqdm
+
+from core.data.cache import PreprocessCache, default_cache_dir
+from core.data.dataset import IdridDataset, collate
+from core.data.imageio import read_mask
+from core.data.layout import LESIONS, TASKS
+from core.data.metadata import Metadata, load_metadata
+from core.data.sources import resolve_metadata
+from core.errors import DataError
+from core.evaluate.metrics import SegmentationAccumulator, classification_report, joint_accuracy, routing_report
+from core.fileio import atomic_write, atomic_write_text
+from core.infer.predictor import Predictor
+from core.train.run_dir import RunDir, read_jsonl
+
+DR_NAMES = ("0 none", "1 mild", "2 moderate", "3 severe", "4 proliferative")
+DME_NAMES = ("0 none", "1 far", "2 near")
+
+
+def run_metadata(run: RunDir, config_data: Any, data: Path | None, progress: bool) -> Metadata:
+    """The samples to evaluate: ``data`` if given, else the split the run trained with, else the run's data
+    source resolved again (the synthetic demo data is regenerated, deterministically, when missing)."""
+    if data is not None:
+        return load_metadata(data)
+    if run.metadata.exists():
+        try:
+            return load_metadata(run.metadata)
+        except DataError:
+            pass  # the files moved (a fresh clone): fall back to the config's source
+    return resolve_metadata(config_data, progress=progress)
+
+
+def _png(probs: np.ndarray) -> bytes:
+    buffer = io.BytesIO()
+    Image.fromarray(np.clip(probs * 255.0 + 0.5, 0, 255).astype(np.uint8)).save(buffer, format="PNG", optimize=True)
+    return buffer.getvalue()
+
+
+def mask_file(folder: Path, sample_id: str, lesion: str) -> Path:
+    return folder / "masks" / f"{sample_id.replace('/', '__')}_{lesion}.png"
+
+
+def _full_res_truth(sample, geometry) -> np.ndarray:
+    truth = np.zeros((len(LESIONS), geometry.original[1], geometry.original[0]), dtype=bool)
+    for channel, code in enumerate(LESIONS):
+        path = (sample.masks or {}).get(code)
+        if path is not None:
+            truth[channel] = read_mask(path)
+    return truth
+
+
+class _Rows:
+    """Per-sample rows of predictions.csv, plus the label lists the classification metrics need."""
+
+    def __init__(self) -> None:
+        self.rows: list[dict[str, Any]] = []
+
+    def add(self, sample, gate: np.ndarray, dr: np.ndarray, dme: np.ndarray, dice: dict[str, float | None]) -> None:
+        vector = np.array(sample.task_vector)
+        chosen = int(np.argmax(gate))
+        both = bool(vector.all())
+        row: dict[str, Any] = {
+            "id": sample.id, "task": "both" if both else sample.task, "gate_p_segmentation": round(float(gate[0]), 5),
+            "gate_p_classification": round(float(gate[1]), 5), "route": TASKS[chosen],
+            "misrouted": bool(vector[chosen] == 0), "gate_confidence": round(float(gate[chosen]), 5),
+            "dr_true": sample.dr_grade, "dr_pred": int(np.argmax(dr)), "dme_true": sample.dme_risk,
+            "dme_pred": int(np.argmax(dme)),
+        }
+        row.update({f"dr_p{k}": round(float(p), 5) for k, p in enumerate(dr)})
+        row.update({f"dme_p{k}": round(float(p), 5) for k, p in enumerate(dme)})
+        row.update({f"dice_{code}": (None if dice.get(code) is None else round(dice[code], 5)) for code in LESIONS})
+        self.rows.append(row)
+
+    def write(self, path: Path) -> None:
+        def write(stream) -> None:
+            text = io.StringIO()
+            writer = csv.DictWriter(text, fieldnames=list(self.rows[0]))
+            writer.writeheader()
+            writer.writerows(self.rows)
+            stream.write(text.getvalue().encode())
+
+        atomic_write(path, write)
+
+
+def _image_dice(probs: np.ndarray, truth: np.ndarray) -> dict[str, float | None]:
+    out: dict[str, float | None] = {}
+    for channel, code in enumerate(LESIONS):
+        predicted, actual = probs[channel] >= 0.5, truth[channel]
+        denominator = predicted.sum() + actual.sum()
+        out[code] = None if denominator == 0 else float(2 * (predicted & actual).sum() / denominator)
+    return out
+
+
+def evaluate_run(run_dir: Path | str, split: str = "test", data: Path | None = None, full_res: bool = False,
+                 weights: str = "best", progress: bool = True, batch_size: int = 4) -> dict[str, Any]:
+    """Score ``run_dir`` on ``split`` and write ``eval/<split>/``; returns the summary."""
+    started = time.time()
+    run = RunDir(Path(run_dir))
+    predictor = Predictor.from_run(run.path, weights=weights)
+    config = predictor.config
+    metadata = run_metadata(run, config.data, data, progress)
+    samples = metadata.split(split)
+    if not samples:
+        counts = {s: len(metadata.split(s)) for s in ("train", "val", "test")}
+        raise DataError(f"the {split} split of this dataset is empty ({counts}); choose another with --split")
+    out = run.eval_dir(split)
+    cache = PreprocessCache(Path(config.data.cache_dir).expanduser() if config.data.cache_dir else default_cache_dir())
+    dataset = IdridDataset(samples, predictor.preprocess, predictor.mean, predictor.std, cache, None)
+    loader = DataLoader(dataset, batch_size=batch_size, collate_fn=collate, num_workers=0)
+    accumulator = SegmentationAccumulator(LESIONS)
+    rows = _Rows()
+    masks: dict[Path, bytes] = {}
+    model, device = predictor.model, predictor.device
+    resolution = "original image size" if full_res else f"model canvas {config.data.image_size} px"
+    with torch.no_grad():
+        for batch in tqdm(loader, desc=f"evaluate {split}", disable=not progress, leave=False):
+            output = model(batch["image"].to(device), route="both")
+            gate = output.gate_probs.cpu().numpy()
+            seg = torch.sigmoid(output.seg_logits.float()).cpu().numpy()
+            dr = output.dr_logits.float().softmax(1).cpu().numpy()
+            dme = output.dme_logits.float().softmax(1).cpu().numpy()
+            for row, index in enumerate(batch["index"].tolist()):
+                sample = samples[index]
+                dice: dict[str, float | None] = {}
+                if sample.masks is not None:
+                    if full_res:
+                        geometry = cache.get(sample.image, sample.masks, predictor.preprocess).geometry  # a hit
+                        probs = np.stack([geometry.canvas_to_original(seg[row][c]) for c in range(len(LESIONS))])
+                        truth = _full_res_truth(sample, geometry)
+                    else:
+                        probs, truth = seg[row], batch["mask"][row].numpy() > 0
+                    accumulator.add(probs, truth)
+                    dice = _image_dice(probs, truth)
+                for channel, code in enumerate(LESIONS):
+                    masks[mask_file(out, sample.id, code)] = _png(seg[row][channel])
+                rows.add(sample, gate[row], dr[row], dme[row], dice)
+    summary = _summarise(rows.rows, accumulator, samples, split, resolution, run, weights)
+    summary["seconds"] = round(time.time() - started, 2)
+    history = read_jsonl(run.history)
+    if history and not any("val/gate_acc" in h for h in history):
+        summary["gate"]["note"] = "the run's training data had one task only: its gate was not trained"
+    for path, data_bytes in masks.items():
+        atomic_write(path, lambda stream, b=data_bytes: stream.write(b))
+    rows.write(out / "predictions.csv")
+    curves = {code: {**value.pop("pr_curve"), "aupr": value["aupr"]}
+              for code, value in summary["segmentation"]["lesions"].items() if "pr_curve" in value}
+    atomic_write_text(out / "curves.json", json.dumps(curves) + "\n")
+    atomic_write_text(out / "summary.json", json.dumps(summary, indent=1) + "\n")
+    return summary
+
+
+def _summarise(rows: list[dict[str, Any]], accumulator: SegmentationAccumulator, samples, split: str,
+               resolution: str, run: RunDir, weights: str) -> dict[str, Any]:
+    graded = [r for r in rows if r["dr_true"] is not None]
+    segmented = [s for s in samples if s.masks is not None]
+    vectors = np.array([s.task_vector for s in samples])
+    gate = np.array([[r["gate_p_segmentation"], r["gate_p_classification"]] for r in rows])
+    misrouted = sorted(({"id": r["id"], "task": r["task"], "route": r["route"], "confidence": r["gate_confidence"]}
+                        for r in rows if r["misrouted"]), key=lambda r: -r["confidence"])
+    seg_summary = accumulator.summary() if segmented else {}
+    return {
+        "run": run.path.name, "split": split, "weights": weights, "n": len(rows),
+        "n_segmentation": len(segmented), "n_classification": len(graded),
+        "resolution": resolution,
+        "gate": {**routing_report(vectors, gate), "misrouted_samples": misrouted},
+        "classification": {
+            "dr": classification_report([r["dr_true"] for r in graded], [r["dr_pred"] for r in graded], 5),
+            "dme": classification_report([r["dme_true"] for r in graded], [r["dme_pred"] for r in graded], 3),
+            "joint_accuracy": joint_accuracy([r["dr_true"] for r in graded], [r["dr_pred"] for r in graded],
+                                             [r["dme_true"] for r in graded], [r["dme_pred"] for r in graded]),
+            "dr_labels": list(DR_NAMES), "dme_labels": list(DME_NAMES),
+        },
+        "segmentation": {"resolution": resolution, "lesions": seg_summary},
+    }

@@ -1,0 +1,1 @@
+"""Inference: the Predictor for any image, sliding windows, Grad-CAM and clinical read-outs."""
