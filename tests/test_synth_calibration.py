@@ -8,6 +8,9 @@
   field of view: left and right edges and centre ± 0.01 of the width; share of the top and bottom rows inside it
     ± 0.03 and non-zero on both sides (the circle is clipped top and bottom);
   colour inside the field of view (RGB, 0-255): per-channel mean ± 15, standard deviation ± 5;
+  hue and saturation inside the field of view (OpenCV HSV): median hue ± 1 (0-180 scale), mean saturation ± 15,
+    and the hue rise (median hue of the brightest quarter of the pixels minus that of the darkest quarter) ± 0.6:
+    real retinas are orange-red, redder where dim and yellower where lit, not a uniform brown;
   optic disc: centroid ± 0.03 (per eye side), equivalent diameter ± 0.012 of the width.
 Skipped when the real files are absent. The real side takes ~15 s (JPEGs decoded at a quarter size, masks at full
 size so microaneurysms survive).
@@ -42,5 +45,6 @@ def test_every_statistic_is_within_tolerance(checks) -> None:
 
 def test_the_comparison_covers_lesions_field_of_view_colour_and_disc(checks) -> None:
     names = " ".join(c.name for c in checks)
-    for word in ("MA area", "HE area", "EX area", "SE area", "OD area", "fov_left", "fov_top_chord", "mean_r", "std_b", "OD diameter"):
+    for word in ("MA area", "HE area", "EX area", "SE area", "OD area", "fov_left", "fov_top_chord", "mean_r", "std_b",
+                 "colour hue:", "colour saturation", "hue_rise", "OD diameter"):
         assert word in names

@@ -3,10 +3,12 @@
 Sizes and counts come from the connected components of the real training masks (4288 wide, pixels):
   MA  area median 235 (p10 100, p90 552), 35 per image (9-102): tiny dark red dots;
   HE  area median 1485 (p10 428, p90 8778), 22 per image (4-53): dark red blots and flame shapes;
-  EX  area median 218 (p10 63, p90 1344), 74 per image (18-382), in clusters and rings: bright yellow, sharp;
+  EX  area median 218 (p10 63, p90 1344), 74 per image (18-382), in clusters and rings: many small bright
+      yellow flecks with crisp edges and varying brightness, the bigger ones granular clumps;
   SE  area median 8489 (p10 3127, p90 26286), 4 per image (1-8): pale fluffy cotton-wool spots.
 Areas are drawn from log-normals fitted to those quantiles and scaled by (width / 4288)^2; every lesion keeps at
-least a one-pixel radius so that it survives at small widths. Neovascularisation (NV) has no IDRiD mask: it is
+least a one-pixel radius so that it survives at small widths. Lesions are painted on the colour-calibrated image as
+per-channel ratios to the local background (see ``MA_DARK`` ... ``SE_RATIO``). Neovascularisation (NV) has no IDRiD mask: it is
 drawn as tangles of fine tortuous vessels on or near the disc and only drives the DR grade.
 """
 
@@ -22,22 +24,30 @@ from core.data.synth.grading import QUADRANTS, exudate_distance_to_fovea
 from core.data.synth.records import Geometry, Lesion
 
 # (median area at 4288 wide in px^2, log-normal sigma, cap)
-# MA and EX medians sit off the measured component medians: drawn MAs are rasterised at least a pixel wide, and drawn
-# deposits merge less often into big confluent plaques than real ones; these values match the real area fractions
-# (docs/synthetic.md).
+# The MA median sits off the measured component median: drawn MAs are rasterised at least a pixel wide. Exudate
+# deposits are drawn near the real component median (small flecks, the bigger ones as clumps of flecks) but about
+# twice as many as real components per image (median 160 in the segmentation half), because drawn flecks merge
+# into confluent plaques less often than real ones; with that the area fractions match (docs/synthetic.md).
 MA_AREA = (170.0, 0.67, 2000.0)
 HE_AREA = (1485.0, 1.18, 60000.0)
-EX_AREA = (420.0, 1.3, 40000.0)
+EX_AREA = (200.0, 1.25, 30000.0)
 SE_AREA = (9500.0, 0.83, 55000.0)
+# Exudate deposits above this area (at 4288) are drawn as clumps of smaller flecks rather than one polygon.
+EX_CLUMP_AREA = 1000.0
 # Now and then a large blot haemorrhage, the real half's heavy tail (one real image has 15 % of its area in HE).
 LARGE_HE_AREA = (60000.0, 0.8, 400000.0)
 
-# Darkening (B, G, R) of red lesions and the colours (B, G, R, before colour calibration) of bright ones.
-MA_DARK = np.array([0.55, 0.72, 0.45], np.float32)
-HE_DARK = np.array([0.55, 0.70, 0.32], np.float32)
-NV_DARK = np.array([0.40, 0.55, 0.22], np.float32)
-EX_COLOUR = np.array([0.22, 0.74, 1.0], np.float32)
-SE_COLOUR = np.array([0.26, 0.60, 0.92], np.float32)
+# Darkening (B, G, R: share of the background lost) of red lesions and the ratios (B, G, R) to the background of
+# bright ones, at full opacity. Red lesions darken green and blue much more than red (dark red, not brown or
+# black); exudates are bright yellow (red and green well up), cotton-wool spots paler and whiter. Measured on the
+# real training half against a local median background (darkest tenth of MA/HE pixels, brightest tenth of
+# EX/SE): MA R 0.93 G 0.78 B 0.73, HE 0.90 0.71 0.80, EX 1.21 1.67 0.88, SE 1.10 1.47 1.39 (all blurred towards 1
+# by the quarter-size decoding and by masks drawn generously around the lesions).
+MA_DARK = np.array([0.30, 0.33, 0.08], np.float32)
+HE_DARK = np.array([0.28, 0.40, 0.11], np.float32)
+NV_DARK = np.array([0.32, 0.42, 0.10], np.float32)
+EX_RATIO = np.array([1.6, 2.8, 1.5], np.float32)
+SE_RATIO = np.array([1.7, 1.45, 1.15], np.float32)
 
 SHIFT = 2
 F = 1 << SHIFT
@@ -130,6 +140,13 @@ def haemorrhage(rng: np.random.Generator, geometry: Geometry, x: float, y: float
         for step in (0.9, 1.6):
             tilt = angle + rng.normal(0, 0.12)
             ellipses.append((x + step * ax * math.cos(tilt), y + step * ax * math.sin(tilt), 0.6 * ax, max(0.8, ay * (1.1 - 0.4 * step)), math.degrees(tilt)))
+        # Feathered: thin strands fanning out along the fibres from both ends.
+        for end in (-1.0, 1.0):
+            for _ in range(int(rng.integers(2, 4))):
+                tilt = angle + rng.normal(0, 0.18)
+                reach = end * rng.uniform(0.8, 1.9) * ax
+                ellipses.append((x + reach * math.cos(tilt), y + reach * math.sin(tilt), rng.uniform(0.5, 0.9) * ax,
+                                 max(0.6, ay * rng.uniform(0.15, 0.3)), math.degrees(tilt)))
         ellipses = tuple(ellipses)
     else:
         # Irregular blot: a core plus lobes of random size and direction, so no two look like the same bean.
@@ -149,14 +166,23 @@ def haemorrhage(rng: np.random.Generator, geometry: Geometry, x: float, y: float
 
 
 def hard_exudate(rng: np.random.Generator, geometry: Geometry, x: float, y: float, area: float) -> Lesion:
-    """A sharp-edged irregular polygon of about ``area`` px (at this size)."""
+    """A sharp-edged fleck of about ``area`` px (at this size): a small, roundish irregular polygon, or, for the
+    bigger deposits, a clump of two to four overlapping ones (a granular plaque). ``parts`` holds the polygons."""
     x, y = float(x), float(y)
-    r0 = max(1.0, math.sqrt(area / math.pi) / 0.97)
-    n = int(rng.integers(8, 13))
-    angles = np.sort(rng.uniform(0, 2 * math.pi, n))
-    radii = r0 * rng.uniform(0.85, 1.12, n)
-    pts = tuple((x + float(r * math.cos(a)), y + float(r * math.sin(a))) for a, r in zip(angles, radii))
-    return Lesion("EX", x, y, float(radii.max()) + 0.5, pts)
+    k = 1 if area < EX_CLUMP_AREA * geometry.scale**2 else int(rng.integers(2, 5))
+    shares = rng.dirichlet(np.full(k, 2.0)) * area * (1.0 if k == 1 else 1.2)  # clumps overlap a little
+    spread = 0.55 * math.sqrt(area / math.pi) if k > 1 else 0.0
+    polygons, extent = [], 0.0
+    for share in shares:
+        cx, cy = (x + rng.normal(0, spread), y + rng.normal(0, spread)) if k > 1 else (x, y)
+        r0 = max(0.8, math.sqrt(share / math.pi) / 0.95)
+        n = int(rng.integers(8, 13))
+        angles = np.sort(rng.uniform(0, 2 * math.pi, n))
+        radii = r0 * rng.uniform(0.8, 1.15, n)
+        px, py = cx + radii * np.cos(angles), cy + radii * np.sin(angles)
+        polygons.append(tuple(zip(px.tolist(), py.tolist())))
+        extent = max(extent, float(np.hypot(px - x, py - y).max()))
+    return Lesion("EX", x, y, extent + 0.5, tuple(polygons))
 
 
 def soft_exudate(rng: np.random.Generator, geometry: Geometry, x: float, y: float) -> Lesion:
@@ -272,7 +298,7 @@ def hard_exudates(rng: np.random.Generator, geometry: Geometry, total: int, dme:
     more often than not, as in the real segmentation half."""
     dd = geometry.disc_diameter
     fovea = (geometry.fovea_x, geometry.fovea_y)
-    n_clusters = int(min(6, 1 + rng.poisson(total / 60)))
+    n_clusters = int(min(7, 1 + rng.poisson(total / 120)))
     sizes = np.maximum(1, np.round(rng.dirichlet(np.ones(n_clusters)) * total)).astype(int)
     scale2 = geometry.scale**2
     lesions: list[Lesion] = []
@@ -314,9 +340,10 @@ def _draw(kind: str, lesion: Lesion, mask: np.ndarray, alpha: np.ndarray, value:
             _ellipse(mask, part, 1, cv2.LINE_8)
             _ellipse(alpha, part, value, cv2.LINE_AA)
     elif kind == "EX":
-        pts = np.round(np.array(lesion.parts) * F).astype(np.int32)
-        cv2.fillPoly(mask, [pts], 1, cv2.LINE_8, SHIFT)
-        cv2.fillPoly(alpha, [pts], value, cv2.LINE_AA, SHIFT)
+        for polygon in lesion.parts:
+            pts = np.round(np.array(polygon) * F).astype(np.int32)
+            cv2.fillPoly(mask, [pts], 1, cv2.LINE_8, SHIFT)
+            cv2.fillPoly(alpha, [pts], value, cv2.LINE_AA, SHIFT)
 
 
 def _darken(img: np.ndarray, alpha: np.ndarray, dark: np.ndarray) -> None:
@@ -326,21 +353,22 @@ def _darken(img: np.ndarray, alpha: np.ndarray, dark: np.ndarray) -> None:
     img[ys, xs] *= 1.0 - a * dark
 
 
-def _tint(img: np.ndarray, alpha: np.ndarray, colour: np.ndarray, light: np.ndarray) -> None:
-    """Blend towards ``colour`` (dimmed with the local light, so lesions in a dark periphery are duller)."""
+def _brighten(img: np.ndarray, alpha: np.ndarray, ratio: np.ndarray) -> None:
+    """Multiply by 1 + alpha * (ratio - 1): towards ``ratio`` times the local background where alpha is 1."""
     ys, xs = np.nonzero(alpha > 1e-3)
     a = np.minimum(alpha[ys, xs], 1.0)[:, None]
-    target = colour * np.power(np.maximum(light[ys, xs], 0.2), 0.6)[:, None]
-    img[ys, xs] = img[ys, xs] * (1 - a) + target * a
+    img[ys, xs] *= 1.0 + a * (ratio - 1.0)
 
 
-def paint_lesions(rng: np.random.Generator, img: np.ndarray, geometry: Geometry, lesions: list[Lesion], light: np.ndarray, fov: np.ndarray) -> dict[str, np.ndarray]:
-    """Paint ``lesions`` onto ``img`` (float BGR, in place); return the mask (uint8 0/1) of each lesion kind drawn,
+def paint_lesions(rng: np.random.Generator, img: np.ndarray, geometry: Geometry, lesions: list[Lesion], fov: np.ndarray) -> dict[str, np.ndarray]:
+    """Paint ``lesions`` onto ``img`` (float BGR 0-255, in place); return the mask (uint8 0/1) of each lesion kind drawn,
     clipped to the field of view ``fov`` (bool)."""
     h, w = geometry.height, geometry.width
     masks: dict[str, np.ndarray] = {}
-    soft = max(0.5, 5.0 * geometry.scale)  # edge softness (px) of the haemorrhages
-    for kind, strength, blur in (("HE", (0.55, 0.9), soft), ("MA", (0.75, 1.0), 0.45), ("EX", (0.7, 1.0), 0.35)):
+    # Haemorrhage edges: a crisp-ish core plus a wide soft fringe, so blots fade into the retina.
+    soft, fringe = max(0.5, 4.0 * geometry.scale), max(0.8, 14.0 * geometry.scale)
+    sharp = max(0.4, 0.6 * geometry.width / 1024)  # exudates: crisp edges
+    for kind, strength, blur in (("HE", (0.6, 1.0), soft), ("MA", (0.7, 1.0), 0.55), ("EX", (0.45, 1.0), sharp)):
         chosen = [les for les in lesions if les.kind == kind]
         if not chosen:
             continue
@@ -348,9 +376,15 @@ def paint_lesions(rng: np.random.Generator, img: np.ndarray, geometry: Geometry,
         alpha = np.zeros((h, w), np.float32)
         for lesion, value in zip(chosen, rng.uniform(*strength, len(chosen))):
             _draw(kind, lesion, mask, alpha, float(value))
-        alpha = cv2.GaussianBlur(alpha, (0, 0), blur if kind != "EX" else max(0.35, 0.5 * geometry.width / 1024))
+        if kind == "HE":
+            # The wide fringe is blurred at half size (the same to the eye, a quarter of the work).
+            half = cv2.resize(alpha, ((w + 1) // 2, (h + 1) // 2), interpolation=cv2.INTER_AREA)
+            half = cv2.resize(cv2.GaussianBlur(half, (0, 0), fringe / 2), (w, h), interpolation=cv2.INTER_LINEAR)
+            alpha = 0.6 * cv2.GaussianBlur(alpha, (0, 0), soft) + 0.4 * half
+        else:
+            alpha = cv2.GaussianBlur(alpha, (0, 0), blur)
         if kind == "EX":
-            _tint(img, alpha, EX_COLOUR * rng.uniform(0.9, 1.05), light)
+            _brighten(img, alpha, 1.0 + (EX_RATIO - 1.0) * rng.uniform(0.85, 1.1))
         else:
             _darken(img, alpha, (HE_DARK if kind == "HE" else MA_DARK) * rng.uniform(0.9, 1.1))
         masks[kind] = mask
@@ -363,7 +397,7 @@ def paint_lesions(rng: np.random.Generator, img: np.ndarray, geometry: Geometry,
         # Fluffy: a blur of about a third of a typical spot's radius, then a soft cap on opacity.
         sigma = max(1.0, 0.3 * float(np.median([les.r for les in chosen])))
         alpha = cv2.GaussianBlur(alpha, (0, 0), sigma) * rng.uniform(0.5, 0.7)
-        _tint(img, alpha, SE_COLOUR, light)
+        _brighten(img, alpha, SE_RATIO)
         masks["SE"] = mask
     tufts = [les for les in lesions if les.kind == "NV"]
     if tufts:

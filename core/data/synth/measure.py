@@ -6,6 +6,11 @@
   centre as fractions of the width, and the share of the second row / second-to-last row it covers (> 0 means the
   circle is clipped at top and bottom);
 - colour: per-channel RGB mean and standard deviation inside the field of view (0-255);
+- hue and saturation inside the field of view (OpenCV HSV: hue 0-180, here signed so that reds just below 180
+  count as slightly negative instead of wrapping, saturation 0-255): the median hue, the mean saturation, and the
+  hue rise, median hue of the brightest quarter of the pixels (by V) minus that of the darkest quarter. Real
+  photographs are redder where they are darker (rim, vessels, haemorrhages) and yellower where bright; a
+  retina darkened into brown has a flat or negative rise;
 - optic disc: centroid (fractions of width and height) and equivalent diameter (fraction of width) of the OD mask.
 Images wider than 2000 px are decoded at a quarter size (libjpeg's reduced decoding; fast, same statistics).
 """
@@ -48,6 +53,19 @@ def fov_mask(image_bgr: np.ndarray) -> np.ndarray:
     return cv2.morphologyEx(fov, cv2.MORPH_OPEN, np.ones((5, 5), np.uint8)).astype(bool)
 
 
+def hue_saturation(image_bgr: np.ndarray, fov: np.ndarray) -> dict[str, float]:
+    """Median signed hue, mean saturation and hue rise (bright quarter minus dark quarter) inside ``fov``."""
+    hsv = cv2.cvtColor(image_bgr, cv2.COLOR_BGR2HSV)[fov]
+    hue = (hsv[:, 0].astype(np.int16) + 90) % 180 - 90  # 0-180 with reds near 180 moved to just below 0
+    value = hsv[:, 2]
+    low, high = np.percentile(value, (25, 75))
+    return {
+        "hue": float(np.median(hue)),
+        "saturation": float(hsv[:, 1].mean()),
+        "hue_rise": float(np.median(hue[value >= high]) - np.median(hue[value <= low])),
+    }
+
+
 def image_stats(image_bgr: np.ndarray) -> dict[str, float]:
     """Field-of-view geometry and colour of one photograph."""
     w = image_bgr.shape[1]
@@ -64,6 +82,7 @@ def image_stats(image_bgr: np.ndarray) -> dict[str, float]:
         "fov_bottom_chord": float(fov[-2].mean()),
         "mean_r": mean[0], "mean_g": mean[1], "mean_b": mean[2],
         "std_r": std[0], "std_g": std[1], "std_b": std[2],
+        **hue_saturation(image_bgr, fov),
     }
 
 
@@ -128,6 +147,11 @@ FOV_DIFF = 0.01  # edges and centre, fraction of the width
 CHORD_DIFF = 0.03  # share of the top/bottom row inside the field of view
 COLOUR_MEAN_DIFF = 15.0  # 0-255; about 2/3 of the real between-image SD of the means (R 23, G 14, B 20)
 COLOUR_STD_DIFF = 5.0
+# Hue and saturation inside the field of view (OpenCV HSV). About half the real between-image SD of each per-image
+# value (median hue 2.0, mean saturation 31, hue rise 1.1), several standard errors of the 54-image mean.
+HUE_DIFF = 1.0
+SATURATION_DIFF = 15.0
+HUE_RISE_DIFF = 0.6
 DISC_POSITION_DIFF = 0.03  # centroid, fraction of width / height, per eye side
 DISC_DIAMETER_DIFF = 0.012  # fraction of the width (real 0.123, range 0.090-0.152)
 
@@ -165,6 +189,11 @@ def compare(synthetic: SegmentationStats, real: SegmentationStats) -> list[Check
     for key, tol in [(f"mean_{c}", COLOUR_MEAN_DIFF) for c in "rgb"] + [(f"std_{c}", COLOUR_STD_DIFF) for c in "rgb"]:
         s, r = synthetic.mean(key), real.mean(key)
         checks.append(Check(f"colour {key} in FOV (0-255)", s, r, f"± {tol:g}", abs(s - r) <= tol))
+    for key, tol, what in (("hue", HUE_DIFF, "median hue in FOV (OpenCV 0-180)"),
+                           ("saturation", SATURATION_DIFF, "mean saturation in FOV (0-255)"),
+                           ("hue_rise", HUE_RISE_DIFF, "hue rise, bright quarter minus dark quarter")):
+        s, r = synthetic.mean(key), real.mean(key)
+        checks.append(Check(f"colour {key}: {what}", s, r, f"± {tol:g}", abs(s - r) <= tol))
     for left in (True, False):
         s, r = _disc_side(synthetic, left), _disc_side(real, left)
         side = "left" if left else "right"

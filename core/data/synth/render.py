@@ -50,7 +50,7 @@ def segmentation_lesions(rng: np.random.Generator, geometry: Geometry) -> list[L
     if rng.random() < p["HE"]:
         drawn += les.haemorrhages(rng, geometry, les.lesion_count(rng, 18, 1.0, 1, 110), large=0.25)
     if rng.random() < p["EX"]:
-        drawn += les.hard_exudates(rng, geometry, les.lesion_count(rng, 74, 1.2, 3, 480))
+        drawn += les.hard_exudates(rng, geometry, les.lesion_count(rng, 160, 1.2, 6, 1000))
     if rng.random() < p["SE"]:
         drawn += les.soft_exudates(rng, geometry, les.lesion_count(rng, 4, 0.75, 1, 10))
     if rng.random() < p["NV"]:
@@ -80,7 +80,7 @@ def graded_lesions(rng: np.random.Generator, geometry: Geometry, grade: int, dme
     if with_se:
         drawn += les.soft_exudates(rng, geometry, les.lesion_count(rng, 3, 0.6, 1, 8))
     if dme > 0:
-        drawn += les.hard_exudates(rng, geometry, les.lesion_count(rng, 40, 1.0, 3, 300), dme=dme)
+        drawn += les.hard_exudates(rng, geometry, les.lesion_count(rng, 85, 1.0, 6, 650), dme=dme)
     if grade == 4:
         drawn += les.neovascularisation(rng, geometry)
     return drawn
@@ -88,16 +88,16 @@ def graded_lesions(rng: np.random.Generator, geometry: Geometry, grade: int, dme
 
 def paint(rng: np.random.Generator, geometry: Geometry, drawn: list[Lesion]) -> tuple[np.ndarray, dict[str, np.ndarray]]:
     """The JPEG-ready BGR uint8 image and its masks."""
+    target = canvas.colour_target(rng)
     light = canvas.illumination(rng, geometry)
-    img = canvas.background(rng, geometry, light)
-    canvas.paint_macula(rng, img, geometry)
-    disc = canvas.paint_disc(rng, img, geometry, light)
-    canvas.paint_vessels(rng, img, geometry)
     fov = canvas.fov_alpha(geometry)
     hard = fov > 0.5
-    masks = les.paint_lesions(rng, img, geometry, drawn, light, hard)
+    out = canvas.calibrate_colour(canvas.background(rng, geometry, light), fov, target)
+    canvas.paint_macula(rng, out, geometry)
+    disc = canvas.paint_disc(rng, out, geometry)
+    canvas.paint_vessels(rng, out, geometry)
+    masks = les.paint_lesions(rng, out, geometry, drawn, hard)
     masks["OD"] = disc & hard.astype(np.uint8)
-    out = canvas.calibrate_colour(rng, img, fov)
     out = cv2.blendLinear(out, np.broadcast_to(BORDER_BGR, out.shape).copy(), fov, 1.0 - fov)
     # Sensor grain: luminance noise at half resolution (full-resolution Gaussian noise would cost more than the
     # rest of the painting).
