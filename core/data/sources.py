@@ -33,10 +33,10 @@ def ensure_synthetic(config: SynthConfig, progress: bool = True) -> Path:
     Generation writes into a temporary sibling folder that is renamed into place at the end, so a run killed
     half-way leaves no half dataset and two processes asking at once both end with a complete one.
     """
-    from core.data.synth import generate_dataset  # heavy; only needed on a miss
+    from core.data.synth import GENERATOR_VERSION, generate_dataset
 
     root = synthetic_root(config)
-    wanted = asdict(config) | {"out": None}
+    wanted = asdict(config) | {"out": None, "generator": GENERATOR_VERSION}
     marker = root / _MARKER
     if marker.exists():
         try:

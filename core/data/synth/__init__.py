@@ -12,4 +12,7 @@ Modules: ``records`` (geometry and lesion records), ``grading`` (ICDR grade and 
 
 from core.data.synth.generate import SynthSummary, generate_dataset
 
-__all__ = ["SynthSummary", "generate_dataset"]
+# Bump whenever the same seed would draw different images, so cached datasets (data/synthetic) are regenerated.
+GENERATOR_VERSION = 2
+
+__all__ = ["GENERATOR_VERSION", "SynthSummary", "generate_dataset"]
