@@ -6,7 +6,7 @@ VENV ?= .venv
 PY := $(VENV)/bin/python
 STAMP := $(VENV)/.requirements-installed
 
-.PHONY: test test-fast venv clean-cache
+.PHONY: run test test-fast venv clean-cache
 
 $(STAMP): requirements.txt
 	test -x $(PY) || $(PYTHON) -m venv $(VENV)
@@ -15,6 +15,9 @@ $(STAMP): requirements.txt
 	touch $(STAMP)
 
 venv: $(STAMP)
+
+run: $(STAMP)
+	$(PY) -m streamlit run app.py
 
 test: $(STAMP)
 	$(PY) -m pytest -q

@@ -26,8 +26,8 @@ class SynthConfig:
     """The built-in synthetic IDRiD: regenerated from these settings when its folder is missing."""
 
     out: str = "data/synthetic"
-    n_seg: int = 20
-    n_cls: int = 60
+    n_seg: int = 40  # the demo's settings: runs with other settings regenerate the same folder
+    n_cls: int = 120
     width: int = 1024
     seed: int = 0
 

@@ -16,7 +16,7 @@ def test_yaml_round_trip(tmp_path: Path) -> None:
     path.write_text(config.to_yaml())
     again = load_config(path)
     assert again == config and isinstance(again, Config)
-    assert again.data.synthetic.n_seg == 20  # nested defaults survive
+    assert again.data.synthetic.n_seg == 40  # nested defaults survive
 
 
 def test_overrides_parse_like_yaml(tmp_path: Path) -> None:

@@ -27,23 +27,33 @@ def synthetic_root(config: SynthConfig) -> Path:
     return out if out.is_absolute() else PROJECT_ROOT / out
 
 
+def _marker_content(config: SynthConfig) -> dict:
+    from core.data.synth import GENERATOR_VERSION
+
+    return asdict(config) | {"out": None, "generator": GENERATOR_VERSION}
+
+
+def synthetic_ready(config: SynthConfig) -> bool:
+    """Whether a complete dataset with these settings is already there (nothing to generate)."""
+    marker = synthetic_root(config) / _MARKER
+    try:
+        return json.loads(marker.read_text()) == _marker_content(config)
+    except (OSError, json.JSONDecodeError):
+        return False
+
+
 def ensure_synthetic(config: SynthConfig, progress: bool = True) -> Path:
     """Generate the synthetic dataset unless a complete one with the same settings is there.
 
     Generation writes into a temporary sibling folder that is renamed into place at the end, so a run killed
     half-way leaves no half dataset and two processes asking at once both end with a complete one.
     """
-    from core.data.synth import GENERATOR_VERSION, generate_dataset
+    from core.data.synth import generate_dataset  # heavy; only needed on a miss
 
     root = synthetic_root(config)
-    wanted = asdict(config) | {"out": None, "generator": GENERATOR_VERSION}
-    marker = root / _MARKER
-    if marker.exists():
-        try:
-            if json.loads(marker.read_text()) == wanted:
-                return root
-        except (OSError, json.JSONDecodeError):
-            pass
+    if synthetic_ready(config):
+        return root
+    wanted = _marker_content(config)
     root.parent.mkdir(parents=True, exist_ok=True)
     staging = Path(tempfile.mkdtemp(prefix=f".{root.name}.", dir=root.parent))
     try:

@@ -1,0 +1,106 @@
+"""Dashboard: learning curves, gate accuracy, confusion matrices, lesion Dice/IoU, AUPR, misrouted samples."""
+
+import streamlit as st
+
+import app_support as ui
+from core import figures, views
+
+ui.enter_page()
+st.title("Dashboard")
+runs = {r.name: r for r in ui.all_runs()}
+current = ui.current_run()
+if not runs and current is None:
+    st.info("No runs yet. Start one on the **Train** page.")
+    st.stop()
+if current is not None:
+    runs.setdefault(current.name, current)
+
+runs_column, split_column, metric_column = st.columns([2, 1, 2])
+chosen = runs_column.multiselect("Runs to compare", list(runs),
+                                 default=[current.name] if current else list(runs)[:1], key="dash_runs")
+split = split_column.selectbox("Evaluation split", ["test", "val", "train"], key="dash_split")
+if not chosen:
+    st.info("Pick one or several runs above.")
+    st.stop()
+selected = [runs[name] for name in chosen]
+histories = {info.name: ui.history(info) for info in selected}
+metric_options = sorted({k for h in histories.values() for r in h for k in r if k.startswith(("train/", "val/"))})
+defaults = [m for m in ("train/total", "val/total") if m in metric_options] or metric_options[:2]
+metrics = metric_column.multiselect("Learning-curve metrics", metric_options, default=defaults, key="dash_metrics")
+for info in selected:
+    ui.run_banner(info)
+
+# -- training -----------------------------------------------------------------------------------------------------
+st.header("Training")
+st.caption("Per epoch; validation at each run's input resolution (see its config), on its own validation split.")
+left, right = st.columns(2)
+with left, ui.guard("drawing the learning curves"):
+    st.plotly_chart(figures.learning_curves(histories, metrics or defaults or ["train/total"]), key="curves")
+for index, info in enumerate(selected):
+    column = right if index == 0 else (left, right)[(index + 1) % 2]
+    with column, ui.guard(f"gate accuracy of {info.name}"):
+        fig = figures.gate_accuracy(ui.step_log(info), histories[info.name])
+        fig.update_layout(title=f"Gate routing accuracy: {info.name}")
+        st.plotly_chart(fig, key=f"gate_{info.name}")
+
+# -- evaluation ---------------------------------------------------------------------------------------------------
+st.header(f"Evaluation on the {split} split")
+evaluations = {}
+for info in selected:
+    with ui.guard(f"reading the evaluation of {info.name}"):
+        result = ui.evaluation(info, split)
+        if result is None:
+            st.warning(f"Run **{info.name}** has no evaluation of its {split} split yet.")
+            ui.evaluate_button(info, split, key=f"evaluate_{info.name}_{split}")
+        else:
+            evaluations[info.name] = result
+            st.caption(f"**{info.name}**: {result.caption}.")
+if not evaluations:
+    st.stop()
+
+st.subheader("Challenge metrics")
+table = {}
+for name, result in evaluations.items():
+    for row in views.challenge_rows(result):
+        table.setdefault(row["measure"], {"measure": row["measure"], "about": row["what"]})[name] = row["value"]
+st.dataframe(list(table.values()), hide_index=True, width="stretch", key="challenge")
+
+st.subheader("Segmentation per lesion")
+lesions = {name: views.lesion_results(result) for name, result in evaluations.items() if views.lesion_results(result)}
+if lesions:
+    left, right = st.columns(2)
+    with left, ui.guard("Dice bars"):
+        st.plotly_chart(figures.lesion_bars(lesions, "dice"), key="dice")
+    with right, ui.guard("IoU bars"):
+        st.plotly_chart(figures.lesion_bars(lesions, "iou"), key="iou")
+    resolutions = sorted({result.resolution for result in evaluations.values()})
+    st.caption(f"Pooled over the {split} split's segmentation images, at {' / '.join(resolutions)}.")
+    columns = st.columns(min(len(evaluations), 2))
+    for index, (name, result) in enumerate(evaluations.items()):
+        with columns[index % len(columns)], ui.guard(f"precision-recall of {name}"):
+            fig = figures.pr_curves(result.curves)
+            fig.update_layout(title=f"Pixel precision-recall: {name} ({split})")
+            st.plotly_chart(fig, key=f"pr_{name}")
+else:
+    st.caption(f"No segmentation images in the {split} split.")
+
+st.subheader("Grading")
+for name, result in evaluations.items():
+    dr, dme = views.confusion(result, "dr"), views.confusion(result, "dme")
+    if dr is None:
+        st.caption(f"{name}: no graded images in the {split} split.")
+        continue
+    left, right = st.columns(2)
+    with left, ui.guard("DR confusion matrix"):
+        st.plotly_chart(figures.confusion_heatmap(*dr, title=f"DR grade: {name} ({split})"), key=f"dr_{name}")
+    with right, ui.guard("DME confusion matrix"):
+        st.plotly_chart(figures.confusion_heatmap(*dme, title=f"DME risk: {name} ({split})"), key=f"dme_{name}")
+
+st.subheader("Misrouted samples")
+for name, result in evaluations.items():
+    rows = views.misrouted_rows(result)
+    gate = result.summary.get("gate", {})
+    st.markdown(f"**{name}**: {len(rows)} of {gate.get('n', '?')} {split} images sent to the wrong expert"
+                + (f" ({gate['note']})" if gate.get("note") else ""))
+    if rows:
+        st.dataframe(rows, hide_index=True, width="stretch", key=f"misrouted_{name}")

@@ -1,0 +1,87 @@
+"""Helpers for the app tests: a copy of the shipped demo run as a fresh clone has it, and awkward upload files."""
+
+from __future__ import annotations
+
+import io
+import shutil
+import struct
+import zlib
+from pathlib import Path
+
+import numpy as np
+import yaml
+from PIL import Image
+
+from builders import fundus
+
+ROOT = Path(__file__).resolve().parents[1]
+DEMO = ROOT / "checkpoints" / "demo"
+DEMO_FILES = ("config.yaml", "status.json", "history.jsonl", "log.jsonl", "train.log")
+
+
+def copy_demo(root: Path, synthetic: Path | None = None, name: str = "demo", **synth) -> Path:
+    """The demo run's tracked files (no eval, no metadata.json) under ``root/name``.
+
+    With ``synthetic``, its config points at a small synthetic dataset of its own there (generated in about a
+    second by first start) instead of the project's data/synthetic; the weights do not depend on the data.
+    """
+    folder = root / name
+    (folder / "weights").mkdir(parents=True)
+    for file in DEMO_FILES:
+        shutil.copy(DEMO / file, folder / file)
+    shutil.copy(DEMO / "weights" / "best.safetensors", folder / "weights" / "best.safetensors")
+    if synthetic is not None:
+        config = yaml.safe_load((folder / "config.yaml").read_text())
+        config["data"]["synthetic"] = {"out": str(synthetic), "n_seg": 8, "n_cls": 24, "width": 512, "seed": 0,
+                                       **synth}
+        (folder / "config.yaml").write_text(yaml.safe_dump(config, sort_keys=False))
+    return folder
+
+
+def encode(array: np.ndarray | Image.Image, fmt: str = "PNG", **options) -> bytes:
+    image = array if isinstance(array, Image.Image) else Image.fromarray(array)
+    buffer = io.BytesIO()
+    image.save(buffer, format=fmt, **options)
+    return buffer.getvalue()
+
+
+def png_header_only(width: int, height: int) -> bytes:
+    """A PNG that declares ``width`` x ``height`` pixels in a few bytes: what a decompression bomb looks like to a
+    decoder before it allocates (PIL checks the size when it opens the file)."""
+    def chunk(kind: bytes, data: bytes) -> bytes:
+        return struct.pack(">I", len(data)) + kind + data + struct.pack(">I", zlib.crc32(kind + data) & 0xFFFFFFFF)
+
+    header = struct.pack(">IIBBBBB", width, height, 8, 0, 0, 0, 0)
+    return b"\x89PNG\r\n\x1a\n" + chunk(b"IHDR", header) + chunk(b"IDAT", zlib.compress(b"\0" * 16)) + \
+        chunk(b"IEND", b"")
+
+
+def photograph(width: int = 640, height: int = 426, seed: int = 3) -> np.ndarray:
+    return fundus(width, height, seed)
+
+
+def bad_uploads() -> dict[str, tuple[bytes, str]]:
+    """name -> (bytes, the words the page must show); every one is refused with a message."""
+    good_jpeg = encode(photograph(), "JPEG", quality=90)
+    return {
+        "notes.jpg": (b"these are my notes, not a photograph\n" * 20, "not an image file"),
+        "truncated.jpg": (good_jpeg[: len(good_jpeg) // 2], "does not decode"),
+        "empty.png": (b"", "is empty"),
+        "huge-100mp.png": (png_header_only(12_000, 8_400), "too large to decode safely"),
+        "bomb.png": (png_header_only(30_000, 30_000), "too large to decode safely"),
+    }
+
+
+def odd_but_valid_uploads() -> dict[str, tuple[bytes, str | None]]:
+    """name -> (bytes, a warning the page must show or None); every one gets a prediction."""
+    rgb = photograph()
+    grey = np.asarray(Image.fromarray(rgb).convert("L"))
+    rgba = np.dstack([rgb, np.full(rgb.shape[:2], 255, np.uint8)])
+    sixteen = Image.fromarray(grey.astype(np.uint16) * 257)  # mode I;16
+    return {
+        "tiny-10x10.png": (encode(photograph(10, 10)), "only 10x10 pixels"),
+        "grey.png": (encode(grey), None),
+        "rgba.png": (encode(rgba), None),
+        "sixteen-bit.png": (encode(sixteen), None),
+        "photo.tif": (encode(rgb, "TIFF"), None),
+    }

@@ -1,0 +1,225 @@
+"""The app in a real browser: ``streamlit run app.py`` on a free port, driven by Debian's Chromium via playwright.
+
+Visits every page from a fresh start (first start included), uploads a real IDRiD photograph on Predict, counts the
+Gallery's 20 tiles and the Dashboard's charts, times a cold and a warm prediction, and saves the screenshots the
+README shows (docs/screenshots/<page>.png, 1280x800).
+
+Needs ``/usr/bin/chromium`` (``sudo apt-get install chromium``; ``$CHROMIUM`` names another binary) and the
+``playwright`` package from requirements.txt (its own browser download is not used). Without them the test is
+skipped with that hint on a developer's machine and fails in CI (``CI=true``), where it must run.
+"""
+
+from __future__ import annotations
+
+import contextlib
+import json
+import os
+import tempfile
+import signal
+import socket
+import subprocess
+import sys
+import time
+import urllib.request
+from pathlib import Path
+
+import pytest
+from PIL import Image
+
+from conftest import REAL_IDRID
+from studio_helpers import copy_demo
+
+ROOT = Path(__file__).resolve().parents[1]
+# The README's screenshots are refreshed only on request (UPDATE_SCREENSHOTS=1), so a test run leaves the tree clean.
+SCREENSHOTS = (ROOT / "docs" / "screenshots" if os.environ.get("UPDATE_SCREENSHOTS")
+               else Path(tempfile.gettempdir()) / "studio-screenshots")
+CHROMIUM = os.environ.get("CHROMIUM", "/usr/bin/chromium")
+INSTALL_HINT = ("install Debian's Chromium (sudo apt-get install chromium) and the requirements "
+                "(.venv/bin/pip install -r requirements.txt); `playwright install` is not needed")
+VIEWPORT = {"width": 1280, "height": 800}
+MAIN = '[data-testid="stMain"]'
+
+
+def _require_browser():
+    in_ci = os.environ.get("CI", "").lower() in ("1", "true", "yes")
+    problem = None
+    if not Path(CHROMIUM).exists():
+        problem = f"{CHROMIUM} not found"
+    else:
+        try:
+            from playwright.sync_api import sync_playwright  # noqa: F401
+        except ImportError:
+            problem = "the playwright package is not installed"
+    if problem:
+        if in_ci:
+            pytest.fail(f"browser test cannot run in CI: {problem}; {INSTALL_HINT}")
+        pytest.skip(f"browser test skipped: {problem}; {INSTALL_HINT}")
+
+
+def _free_port() -> int:
+    with socket.socket() as sock:
+        sock.bind(("localhost", 0))
+        return sock.getsockname()[1]
+
+
+@contextlib.contextmanager
+def serve(root: Path, log: Path):
+    """``streamlit run app.py`` on a free port with runs in ``root``; yields its URL; stops it at the end."""
+    port = _free_port()
+    env = dict(os.environ, IDRID_STUDIO_RUNS=str(root))
+    with open(log, "ab") as out:
+        process = subprocess.Popen(
+            [sys.executable, "-m", "streamlit", "run", "app.py", "--server.port", str(port)],
+            cwd=ROOT, env=env, stdout=out, stderr=subprocess.STDOUT, start_new_session=True)
+    url = f"http://localhost:{port}"
+    try:
+        deadline = time.time() + 60
+        while True:
+            try:
+                with urllib.request.urlopen(f"{url}/_stcore/health", timeout=2) as response:
+                    if response.status == 200:
+                        break
+            except OSError:
+                pass
+            if process.poll() is not None or time.time() > deadline:
+                raise AssertionError(f"the server did not start:\n{log.read_text()[-3000:]}")
+            time.sleep(0.3)
+        yield url
+    finally:
+        os.killpg(process.pid, signal.SIGTERM)
+        try:
+            process.wait(timeout=20)
+        except subprocess.TimeoutExpired:
+            os.killpg(process.pid, signal.SIGKILL)
+
+
+def _wait_count(page, selector: str, count: int, timeout: float) -> int:
+    page.wait_for_function(f"document.querySelectorAll('{selector}').length >= {count}", timeout=timeout * 1000)
+    return page.locator(selector).count()
+
+
+def _idle(page, timeout: float = 60) -> None:
+    """Wait until the script run is over (no 'running' status widget) and no spinner is left."""
+    page.wait_for_function(
+        "!document.querySelector('[data-testid=stStatusWidget]') && !document.querySelector('[data-testid=stSpinner]')",
+        timeout=timeout * 1000)
+    time.sleep(0.5)
+
+
+def _fundus_photographs() -> list[Path]:
+    folder = REAL_IDRID / "A. Segmentation" / "1. Original Images" / "a. Training Set"
+    if (folder / "IDRiD_01.jpg").exists():
+        return [folder / "IDRiD_01.jpg", folder / "IDRiD_02.jpg"]
+    synthetic = sorted((ROOT / "data" / "synthetic").rglob("*.jpg"))[:2]  # without ../shared: the demo's own data
+    return synthetic
+
+
+def _scroll_to_top(locator) -> None:
+    """Bring an element to the top of the view, so a screenshot shows what follows it."""
+    locator.first.evaluate("element => element.scrollIntoView({block: 'start'})")
+    time.sleep(1)
+
+
+def _screenshot(page, name: str) -> None:
+    """docs/screenshots/<name>.png at the viewport's size, re-encoded with PNG optimisation (README-sized)."""
+    page.mouse.move(1275, 795)  # no hover effects (sidebar toggle, image buttons) in the picture
+    time.sleep(0.3)
+    path = SCREENSHOTS / f"{name}.png"
+    page.screenshot(path=str(path))
+    Image.open(path).convert("RGB").save(path, optimize=True)
+
+
+def _upload_and_time(page, photograph: Path, timeout: float = 120) -> float:
+    """Seconds from choosing the file to the gate's decision on the page."""
+    upload = page.locator(f"{MAIN} input[type=file]")
+    upload.wait_for(state="attached", timeout=60_000)
+    started = time.time()
+    upload.set_input_files(str(photograph))
+    page.get_by_text("Gate:").first.wait_for(timeout=timeout * 1000)
+    return round(time.time() - started, 2)
+
+
+@pytest.mark.slow
+def test_every_page_in_chromium(tmp_path: Path) -> None:
+    _require_browser()
+    from playwright.sync_api import sync_playwright
+
+    root = tmp_path / "checkpoints"
+    copy_demo(root)  # the real demo config: its data is the project's data/synthetic, generated if missing
+    log = tmp_path / "server.log"
+    SCREENSHOTS.mkdir(parents=True, exist_ok=True)
+    timings: dict[str, object] = {}
+    with sync_playwright() as playwright:
+        browser = playwright.chromium.launch(executable_path=CHROMIUM,
+                                             args=["--no-sandbox", "--disable-background-networking"])
+        try:
+            with serve(root, log) as url:
+                page = browser.new_page(viewport=VIEWPORT)
+                # Dashboard, the landing page: first start (data if missing, the demo's evaluation), then charts
+                started = time.time()
+                page.goto(url)
+                charts = _wait_count(page, f"{MAIN} .js-plotly-plot", 7, timeout=150)
+                assert charts >= 7  # curves, gate accuracy, Dice, IoU, precision-recall, DR and DME confusion
+                timings["first_start_s"] = round(time.time() - started, 1)
+                _idle(page)
+                body = page.locator(MAIN).inner_text()
+                assert "trained on synthetic images only" in body and "Evaluation on the test split" in body
+                assert "Page not found" not in page.content()
+                _screenshot(page, "dashboard")
+
+                # Gallery by its link in the navigation: 20 tiles
+                page.get_by_role("link", name="Gallery").click()
+                tiles = _wait_count(page, f"{MAIN} [data-testid=stImage]", 20, timeout=60)
+                _idle(page)
+                assert tiles == 20 and "MISROUTED" in page.locator(MAIN).inner_text()
+                _screenshot(page, "gallery")
+
+                # Train by its URL: the demo's finished progress, charts, log and the runs table
+                page.goto(f"{url}/train")
+                page.get_by_text("epoch 12/12 · step 192/192").first.wait_for(timeout=60_000)
+                _wait_count(page, f"{MAIN} .js-plotly-plot", 3, timeout=60)
+                _idle(page)
+                _scroll_to_top(page.get_by_role("heading", name="Progress"))
+                _screenshot(page, "train")
+
+                # Predict: a real 4288x2848 photograph, then both heads for the overlay and the DME comparison
+                photographs = _fundus_photographs()  # after first start: without ../shared, the demo's own images
+                assert photographs, "no fundus photograph to upload"
+                timings["photograph"] = photographs[0].name
+                page.get_by_role("link", name="Predict").click()
+                timings["predict_after_first_start_s"] = _upload_and_time(page, photographs[0])
+                _idle(page)
+                body = page.locator(MAIN).inner_text()
+                assert "predicted in" in body and "DR grade" in body
+                with Image.open(photographs[0]) as image:
+                    assert f"{image.width}x{image.height} px" in body  # 4288x2848 for a real IDRiD photograph
+                page.get_by_text("Run both heads").click()
+                page.get_by_text("DME from the masks").wait_for(timeout=60_000)
+                _idle(page)
+                _scroll_to_top(page.get_by_role("heading", name=photographs[0].name))
+                _screenshot(page, "predict")
+                page.close()
+
+            # A fresh server on the now evaluated demo, opened straight at /predict (a deep link): the first
+            # prediction pays for importing torch and loading the model (cold), a second session's does not (warm).
+            with serve(root, log) as url:
+                page = browser.new_page(viewport=VIEWPORT)
+                started = time.time()
+                page.goto(f"{url}/predict")
+                upload = page.locator(f"{MAIN} input[type=file]")
+                upload.wait_for(state="attached", timeout=120_000)
+                timings["predict_page_open_cold_s"] = round(time.time() - started, 2)
+                timings["predict_cold_s"] = _upload_and_time(page, photographs[0])
+                timings["predict_cold_total_s"] = round(time.time() - started, 2)
+                assert "Page not found" not in page.content()
+                second = browser.new_page(viewport=VIEWPORT)
+                second.goto(f"{url}/predict")
+                timings["predict_warm_s"] = _upload_and_time(second, photographs[-1], timeout=60)
+                assert "failed" not in second.locator(MAIN).inner_text()
+        finally:
+            browser.close()
+    (tmp_path / "timings.json").write_text(json.dumps(timings))
+    print(f"\nbrowser timings: {json.dumps(timings)}")
+    for name in ("dashboard", "gallery", "predict", "train"):
+        shot = SCREENSHOTS / f"{name}.png"
+        assert shot.exists() and shot.stat().st_size > 10_000, name
