@@ -23,11 +23,16 @@ IGNORE_INDEX = -100
 
 
 def normalize(image: np.ndarray, mean: Sequence[float], std: Sequence[float]) -> torch.Tensor:
-    """HxWx3 uint8 -> 3xHxW float32 normalised with the backbone's own statistics."""
-    tensor = torch.from_numpy(np.ascontiguousarray(image)).permute(2, 0, 1).float().div_(255.0)
-    mean_t = torch.tensor(mean, dtype=torch.float32).view(3, 1, 1)
-    std_t = torch.tensor(std, dtype=torch.float32).view(3, 1, 1)
-    return tensor.sub_(mean_t).div_(std_t)
+    """HxWx3 uint8 -> 3xHxW float32 normalised with the backbone's own statistics.
+
+    One scale and one shift per channel, applied after the uint8 planes are made contiguous: the loader's
+    cached path spends much of its time here, and this order is about twice as fast as dividing by 255, then
+    subtracting the mean and dividing by the std on a permuted float view (measured by ``python -m core bench``).
+    """
+    scale = torch.tensor([1.0 / (255.0 * s) for s in std], dtype=torch.float32).view(3, 1, 1)
+    shift = torch.tensor([m / s for m, s in zip(mean, std, strict=True)], dtype=torch.float32).view(3, 1, 1)
+    planes = torch.from_numpy(np.ascontiguousarray(image)).permute(2, 0, 1).contiguous()
+    return planes.float().mul_(scale).sub_(shift)
 
 
 class IdridDataset(Dataset):
