@@ -190,7 +190,7 @@ def _photograph_bytes(shared: Path | None, scratch: Path) -> tuple[bytes, str]:
 def _write_run(folder: Path, setting: Setting) -> Path:
     """A run folder with random weights: what ``Predictor.from_run`` reads in the cold-start measurement."""
     from core.config import Config
-    from core.model.factory import model_signature
+    from core.model.factory import build_model, model_signature
     from core.train.checkpoint import save_weights
     from core.train.run_dir import RunDir
 
@@ -201,7 +201,6 @@ def _write_run(folder: Path, setting: Setting) -> Path:
     run.path.mkdir(parents=True, exist_ok=True)
     run.config.write_text(config.to_yaml())
     torch.manual_seed(0)
-    from core.model.factory import build_model
     save_weights(build_model(config.model), run.weights_file("best"), model_signature(config.model), torch.float16)
     return run.path
 
