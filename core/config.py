@@ -45,6 +45,11 @@ class DataConfig:
     augment: Literal["none", "light", "standard"] = "standard"
     cache_dir: str | None = None  # None: the user's cache folder (see core.data.cache)
     workers: int = 0
+    # Segmentation crops at high resolution (core.data.crops): crops of image_size px from a canvas crop_scale
+    # times larger; 0 trains on whole images only. Prediction then slides windows over that canvas.
+    crop_scale: float = 0.0
+    crop_probability: float = 0.75
+    crop_on_lesion: float = 0.8
     samples_per_epoch: int | None = None  # None: the size of the train split
     strict: bool = False
 
@@ -222,6 +227,10 @@ def validate(config: Config) -> Config:
          f"not {config.data.image_size}"),
         (0 <= config.data.val_fraction < 1, "data.val_fraction must be in [0, 1)"),
         (config.data.workers >= 0, "data.workers must be >= 0"),
+        (config.data.crop_scale == 0 or config.data.crop_scale >= 1,
+         f"data.crop_scale must be 0 (whole images only) or at least 1, not {config.data.crop_scale}"),
+        (0 <= config.data.crop_probability <= 1 and 0 <= config.data.crop_on_lesion <= 1,
+         "data.crop_probability and data.crop_on_lesion must lie in [0, 1]"),
         (len(config.model.decoder_channels) == 4, "model.decoder_channels must list 4 widths, one per block"),
         (all(c > 0 for c in config.model.decoder_channels), "model.decoder_channels must be positive"),
         (config.loss.bce_pos_weight is None or len(config.loss.bce_pos_weight) == 5,

@@ -7,6 +7,7 @@ all-zero mask with ``mask_valid=False``. Both have the same tensor shapes, so an
 from __future__ import annotations
 
 from collections.abc import Sequence
+from dataclasses import replace
 from typing import Any
 
 import albumentations as A
@@ -14,7 +15,8 @@ import numpy as np
 import torch
 from torch.utils.data import Dataset, default_collate
 
-from core.data.cache import PreprocessCache
+from core.data.cache import Preprocessed, PreprocessCache
+from core.data.crops import CropPolicy, crop_channels, crop_origin
 from core.data.layout import LESIONS
 from core.data.maskbits import pack_masks, unpack_masks
 from core.data.metadata import Sample
@@ -52,6 +54,7 @@ class IdridDataset(Dataset):
         cache: PreprocessCache | None = None,
         augment: A.Compose | None = None,
         seed: int = 0,
+        crops: CropPolicy | None = None,
     ) -> None:
         self.samples = list(samples)
         self.preprocess = preprocess
@@ -61,6 +64,10 @@ class IdridDataset(Dataset):
         self.augment = augment
         self.seed = seed
         self.epoch = 0
+        self.crops = crops if crops is not None and crops.enabled else None
+        self.crop_preprocess = None if self.crops is None else replace(
+            preprocess, width=round(preprocess.width * self.crops.scale),
+            height=round(preprocess.height * self.crops.scale))
 
     def set_epoch(self, epoch: int) -> None:
         self.epoch = epoch
@@ -78,22 +85,42 @@ class IdridDataset(Dataset):
         out = self.augment(image=image, mask=pack_masks(masks))
         return out["image"], unpack_masks(out["mask"], len(masks))
 
+    def _crop(self, index: int, sample: Sample) -> Preprocessed | None:
+        """A crop of the high-resolution canvas for a segmentation draw chosen to be one, else None."""
+        if self.crops is None or sample.masks is None:
+            return None
+        rng = np.random.default_rng([self.seed, self.epoch, index, 1])
+        if rng.random() >= self.crops.probability:
+            return None
+        item = self.cache.get(sample.image, sample.masks, self.crop_preprocess)
+        (ox, oy), (cw, ch) = item.geometry.offset, item.geometry.content
+        side_w, side_h = self.preprocess.width, self.preprocess.height
+        y, x = crop_origin(rng, item.masks, (ox, oy, ox + cw, oy + ch), max(side_w, side_h), self.crops)
+        return Preprocessed(item.image[y : y + side_h, x : x + side_w], item.masks[:, y : y + side_h, x : x + side_w],
+                            item.geometry)
+
     def __getitem__(self, index: int) -> dict[str, Any]:
         sample = self.samples[index]
-        item = self.cache.get(sample.image, sample.masks, self.preprocess)
+        crop = self._crop(index, sample)
+        item = crop or self.cache.get(sample.image, sample.masks, self.preprocess)
         image, masks = self._augment(index, item.image, item.masks)
         height, width = image.shape[:2]
         mask_valid = masks is not None
         mask = torch.from_numpy(np.ascontiguousarray(masks, dtype=np.uint8)) if mask_valid else \
             torch.zeros((len(LESIONS), height, width), dtype=torch.uint8)
+        whole = crop is None  # a crop trains the segmentation expert only: no grades, no gate target
         return {
             "image": normalize(image, self.mean, self.std),
             "task": torch.tensor(sample.task_id, dtype=torch.long),
             "task_vector": torch.tensor(sample.task_vector, dtype=torch.float32),
+            "whole": torch.tensor(whole),
             "mask": mask,
             "mask_valid": torch.tensor(mask_valid),
-            "dr": torch.tensor(IGNORE_INDEX if sample.dr_grade is None else sample.dr_grade, dtype=torch.long),
-            "dme": torch.tensor(IGNORE_INDEX if sample.dme_risk is None else sample.dme_risk, dtype=torch.long),
+            "mask_channels": torch.from_numpy(crop_channels()) if not whole else torch.full((len(LESIONS),), mask_valid),
+            "dr": torch.tensor(IGNORE_INDEX if sample.dr_grade is None or not whole else sample.dr_grade,
+                               dtype=torch.long),
+            "dme": torch.tensor(IGNORE_INDEX if sample.dme_risk is None or not whole else sample.dme_risk,
+                                dtype=torch.long),
             "id": sample.id,
             "index": torch.tensor(index, dtype=torch.long),
         }

@@ -132,6 +132,9 @@ def evaluate_run(run_dir: Path | str, split: str = "test", data: Path | None = N
     masks: dict[Path, bytes] = {}
     model, device = predictor.model, predictor.device
     resolution = "original image size" if full_res else f"model canvas {config.data.image_size} px"
+    if full_res and predictor.tiles_lesions:
+        side = round(config.data.image_size * config.data.crop_scale)
+        resolution += f" (lesions by {config.data.image_size}-px windows over a {side}-px canvas, optic disc whole)"
     with torch.no_grad():
         for batch in tqdm(loader, desc=f"evaluate {split}", disable=not progress, leave=False):
             output = model(batch["image"].to(device), route="both")
@@ -145,7 +148,7 @@ def evaluate_run(run_dir: Path | str, split: str = "test", data: Path | None = N
                 if sample.masks is not None:
                     if full_res:
                         geometry = cache.get(sample.image, sample.masks, predictor.preprocess).geometry  # a hit
-                        probs = np.stack([geometry.canvas_to_original(seg[row][c]) for c in range(len(LESIONS))])
+                        probs = predictor.segment_original(sample.image, seg[row], geometry)
                         truth = _full_res_truth(sample, geometry)
                     else:
                         probs, truth = seg[row], batch["mask"][row].numpy() > 0

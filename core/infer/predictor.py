@@ -19,6 +19,7 @@ import torch
 from PIL import Image
 
 from core.config import Config, load_config
+from core.data.crops import WHOLE_IMAGE_STRUCTURES
 from core.data.dataset import normalize
 from core.data.layout import LESIONS, TASKS
 from core.data.preprocess import Geometry, PreprocessConfig, decode_for_canvas, preprocess_image
@@ -195,8 +196,23 @@ class Predictor:
             dr_probs=None if output.dr_logits is None else output.dr_logits[0].float().softmax(0).cpu().numpy(),
             dme_probs=None if output.dme_logits is None else output.dme_logits[0].float().softmax(0).cpu().numpy(),
         )
+        if prediction.seg_probs is not None and self.tiles_lesions:
+            prediction.seg_probs = self._tiled_on_canvas(image, prediction.seg_probs)
         prediction.seconds = time.perf_counter() - started
         return prediction
+
+    def _tiled_on_canvas(self, image: ImageInput, whole_probs: np.ndarray) -> np.ndarray:
+        """Lesion channels from windows over the high-resolution canvas, brought down to the whole canvas by the
+        maximum over each cell, so that a microaneurysm found at 2048 px still shows on a 512-px overlay (a mean
+        would dilute it below any threshold). The optic disc stays the whole-canvas prediction."""
+        tiled, _ = self.segment_tiled(image, scale=self.config.data.crop_scale)
+        height, width = whole_probs.shape[1:]
+        reduced = torch.nn.functional.adaptive_max_pool2d(torch.from_numpy(tiled)[None], (height, width))[0].numpy()
+        out = whole_probs.copy()
+        for c, code in enumerate(LESIONS):
+            if code not in WHOLE_IMAGE_STRUCTURES:
+                out[c] = reduced[c]
+        return out
 
     @torch.no_grad()
     def segment_tiled(self, image: ImageInput, scale: float = 2.0, overlap: float = 0.25,
@@ -212,6 +228,27 @@ class Predictor:
             probs = sliding_window(self.model.segment, tensor, window=size, overlap=overlap, batch_size=batch_size,
                                    channels=len(LESIONS))
         return probs.cpu().numpy(), geometry
+
+    @property
+    def tiles_lesions(self) -> bool:
+        """Whether this run learned lesions on high-resolution crops, so that they are predicted by windows."""
+        return self.config.data.crop_scale >= 1
+
+    def segment_original(self, image: ImageInput, whole_probs: np.ndarray, geometry: Geometry,
+                         overlap: float = 0.25) -> np.ndarray:
+        """(5, H, W) probabilities on the original pixels, given the whole-canvas probabilities of ``image``.
+
+        A run trained on crops predicts the lesions by windows over its high-resolution canvas (the scale they were
+        learned at); the optic disc, a structure a sixth of the image wide, keeps the whole-canvas prediction, since
+        a window sees only part of it. Other runs map the whole-canvas prediction back as it is.
+        """
+        channels = [geometry.canvas_to_original(whole_probs[c]) for c in range(len(LESIONS))]
+        if self.tiles_lesions:
+            tiled, big = self.segment_tiled(image, scale=self.config.data.crop_scale, overlap=overlap)
+            for c, code in enumerate(LESIONS):
+                if code not in WHOLE_IMAGE_STRUCTURES:
+                    channels[c] = big.canvas_to_original(tiled[c])
+        return np.stack(channels)
 
     def gradcam(self, image: ImageInput, head: str = "dr", target: int | None = None) -> np.ndarray:
         """Grad-CAM of a grade head on the deepest feature map, as a (h, w) map in [0, 1] on the canvas.

@@ -2,7 +2,8 @@
 
 Parts (``L`` is each part's loss, averaged over the samples it applies to):
 
-- ``seg = seg_bce + seg_dice`` over the samples routed to the decoder that carry masks (``mask_valid``). BCE is
+- ``seg = seg_bce + seg_dice`` over the samples routed to the decoder that carry masks (``mask_valid``), and within
+  them over the channels labelled for that sample (``mask_channels``: a crop leaves out the optic disc). BCE is
   the mean over every pixel and lesion channel, with optional per-lesion ``pos_weight``; soft Dice is
   ``1 - mean_c (2 sum(p t) + s) / (sum p + sum t + s)``, the sums taken per channel over the whole sub-batch
   (``dice="batch"``, default) or per image and then averaged (``dice="image"``). Batch Dice suits rare lesions: an
@@ -43,21 +44,38 @@ DiceMode = Literal["batch", "image"]
 
 
 def soft_dice_loss(logits: torch.Tensor, target: torch.Tensor, mode: DiceMode = "batch",
-                   smooth: float = 1.0) -> torch.Tensor:
-    """1 - mean soft Dice over channels (and images for ``mode="image"``); logits and target (n, C, H, W)."""
+                   smooth: float = 1.0, channels: torch.Tensor | None = None) -> torch.Tensor:
+    """1 - mean soft Dice over channels (and images for ``mode="image"``); logits and target (n, C, H, W).
+
+    ``channels`` (n, C) bool marks the (image, channel) pairs that carry a label; the others are left out of the
+    sums, and a channel (or pair) without any label is left out of the mean.
+    """
     probs = logits.float().sigmoid()
     target = target.float()
+    if channels is not None:
+        weight = channels.float()[:, :, None, None]
+        probs, target = probs * weight, target * weight
     dims = (0, 2, 3) if mode == "batch" else (2, 3)
     intersection = (probs * target).sum(dims)
     denominator = probs.sum(dims) + target.sum(dims)
     dice = (2 * intersection + smooth) / (denominator + smooth)
-    return 1 - dice.mean()
+    if channels is None:
+        return 1 - dice.mean()
+    labelled = channels.any(0) if mode == "batch" else channels
+    return 1 - dice[labelled].mean() if bool(labelled.any()) else logits.float().sum() * 0.0
 
 
-def bce_loss(logits: torch.Tensor, target: torch.Tensor, pos_weight: torch.Tensor | None = None) -> torch.Tensor:
-    """Mean BCE over every pixel and channel; ``pos_weight`` (C,) scales each lesion's positive pixels."""
+def bce_loss(logits: torch.Tensor, target: torch.Tensor, pos_weight: torch.Tensor | None = None,
+             channels: torch.Tensor | None = None) -> torch.Tensor:
+    """Mean BCE over every labelled pixel and channel; ``pos_weight`` (C,) scales each lesion's positive pixels,
+    ``channels`` (n, C) bool leaves out the (image, channel) pairs without a label."""
     weight = None if pos_weight is None else pos_weight.to(logits.device).view(1, -1, 1, 1)
-    return F.binary_cross_entropy_with_logits(logits.float(), target.float(), pos_weight=weight)
+    if channels is None:
+        return F.binary_cross_entropy_with_logits(logits.float(), target.float(), pos_weight=weight)
+    mask = channels.float()[:, :, None, None].expand_as(logits)
+    total = F.binary_cross_entropy_with_logits(logits.float(), target.float(), weight=mask, pos_weight=weight,
+                                               reduction="sum")
+    return total / mask.sum().clamp_min(1.0)
 
 
 def soft_cross_entropy(logits: torch.Tensor, target: torch.Tensor) -> torch.Tensor:
@@ -84,8 +102,9 @@ class MultiTaskLoss(nn.Module):
     """``(output, batch) -> (total, parts)``; see the module docstring for the formulas and the presence rule.
 
     ``parts`` holds plain numbers for logging: ``total``, ``gate_entropy`` and the counts ``n_seg_samples`` /
-    ``n_cls_samples`` (samples that reached the expert with a valid label) and ``misrouted`` (samples sent to no
-    expert of their own task) always; ``gate``, ``gate_ce``, ``gate_acc`` whenever a sample has a task (any real
+    ``n_cls_samples`` (samples that reached the expert with a valid label), ``n_gate_samples`` (whole images with a
+    task: crops, ``whole=False``, give the gate no target) and ``misrouted`` (samples sent to no expert of their own
+    task) always; ``gate``, ``gate_ce``, ``gate_acc`` whenever a sample has a task (any real
     batch); ``seg``, ``seg_bce``, ``seg_dice`` and ``cls``, ``dr``, ``dme`` only when present in the batch. An absent
     part is left out rather than logged as 0 or NaN, so per-epoch means average only the batches that had it.
     """
@@ -136,8 +155,11 @@ class MultiTaskLoss(nn.Module):
         target = batch["mask"].to(logits.device).index_select(0, index)[valid]
         if target.shape != logits.shape:
             raise ValueError(f"masks {tuple(target.shape)} do not match segmentation logits {tuple(logits.shape)}")
-        bce = bce_loss(logits, target, self.bce_pos_weight)
-        dice = soft_dice_loss(logits, target, self.dice, self.dice_smooth)
+        channels = batch.get("mask_channels")
+        if channels is not None:
+            channels = channels.to(index.device).bool().index_select(0, index)[valid].to(logits.device)
+        bce = bce_loss(logits, target, self.bce_pos_weight, channels)
+        dice = soft_dice_loss(logits, target, self.dice, self.dice_smooth, channels)
         return {"seg_bce": bce, "seg_dice": dice, "seg": bce + dice}, int(valid.sum())
 
     def classification(self, output: ModelOutput, batch: Mapping[str, Any]) -> tuple[dict[str, torch.Tensor], int]:
@@ -163,8 +185,10 @@ class MultiTaskLoss(nn.Module):
         logits = output.gate_logits
         target = _task_vector(batch, logits.shape[0]).to(logits.device)
         has_task = target.sum(dim=1) > 0
+        if batch.get("whole") is not None:  # crops of a photograph must not teach the gate what a crop looks like
+            has_task &= batch["whole"].to(has_task.device).bool()
         h = entropy(output.gate_probs).mean()
-        parts = {"gate_entropy": h}
+        parts = {"gate_entropy": h, "n_gate_samples": has_task.sum().float()}
         if bool(has_task.any()):
             target = target[has_task] / target[has_task].sum(dim=1, keepdim=True)
             parts["gate_ce"] = soft_cross_entropy(logits[has_task], target).mean()

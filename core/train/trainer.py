@@ -25,6 +25,7 @@ from tqdm import tqdm
 from core.config import Config, load_config
 from core.data.augment import build_augmentation
 from core.data.cache import PreprocessCache, default_cache_dir
+from core.data.crops import CropPolicy
 from core.data.dataset import IdridDataset, collate
 from core.data.metadata import Metadata, load_metadata, write_metadata
 from core.data.preprocess import PreprocessConfig
@@ -142,8 +143,9 @@ class Trainer:
         preprocess = PreprocessConfig(data.image_size, data.image_size, clahe=data.clahe)
         cache = PreprocessCache(Path(data.cache_dir).expanduser() if data.cache_dir else default_cache_dir())
         augment = build_augmentation(data.augment, preprocessed_clahe=data.clahe != "none")
+        crops = CropPolicy(data.crop_scale, data.crop_probability, data.crop_on_lesion)
         self.train_set = IdridDataset(metadata.split("train"), preprocess, mean, std, cache, augment,
-                                      seed=self.config.train.seed)
+                                      seed=self.config.train.seed, crops=crops)
         self.val_set = IdridDataset(metadata.split("val"), preprocess, mean, std, cache, None)
         self.samples_per_epoch = data.samples_per_epoch or len(self.train_set)
         if self.dist.enabled:
@@ -429,7 +431,7 @@ class Trainer:
             progress.step += 1
             progress.step_in_epoch += 1
             images += len(batch["id"])
-            gate_n = len(batch["id"])
+            gate_n = parts.get("n_gate_samples", len(batch["id"]))  # crops have no gate target
             outcomes_sums["gate_correct"] = outcomes_sums.get("gate_correct", 0.0) + parts.get("gate_acc", 0.0) * gate_n
             outcomes_sums["gate_n"] = outcomes_sums.get("gate_n", 0.0) + gate_n
             progress.train_sums, progress.outcome_sums = meter.state(), outcomes_sums
@@ -438,7 +440,10 @@ class Trainer:
                 append_jsonl(self.run.log, {"step": progress.step, "epoch": progress.epoch + 1,
                                             "lr": self.scheduler.get_last_lr()[0], "images_per_s": round(rate, 2),
                                             **{k: round(v, 6) for k, v in parts.items()}})
-            bar.set_postfix(loss=f"{parts['total']:.3f}", gate=f"{parts.get('gate_acc', float('nan')):.2f}")
+            shown = {"loss": f"{parts['total']:.3f}"}
+            if "gate_acc" in parts:  # absent from a batch of crops only, which the gate does not learn from
+                shown["gate"] = f"{parts['gate_acc']:.2f}"
+            bar.set_postfix(shown)
             if train.checkpoint_every and progress.step % train.checkpoint_every == 0:
                 progress.elapsed_s += time.time() - self.segment_started
                 self.segment_started = time.time()
