@@ -12,7 +12,7 @@ from builders import FixtureSpec, make_idrid
 from core.config import config_from_dict
 from core.errors import ConfigError
 from core.data.cache import PreprocessCache
-from core.data.crops import CropPolicy, crop_origin, lesion_names
+from core.data.crops import PREDICTION_SOURCES, CropPolicy, crop_origin, lesion_names
 from core.data.dataset import IGNORE_INDEX, IdridDataset, collate
 from core.data.idrid import read_idrid
 from core.data.layout import LESIONS
@@ -159,17 +159,21 @@ def test_a_crop_trained_run_predicts_lesions_by_windows_and_the_disc_whole(tmp_p
     probs = predictor.segment_original(image, whole, geometry)
     width, height = geometry.original
     assert probs.shape == (5, height, width)
-    od = LESIONS.index("OD")
-    assert np.allclose(probs[od], geometry.canvas_to_original(whole[od]))  # the disc: from the whole image
-    whole_mapped = np.stack([geometry.canvas_to_original(whole[c]) for c in range(od)])
-    assert not np.allclose(probs[:od], whole_mapped, atol=1e-3)  # lesions: from windows over the 128-px canvas
+    tiled, big = predictor.segment_tiled(image, scale=2)
+    for c, code in enumerate(LESIONS):
+        whole_c, windows_c = geometry.canvas_to_original(whole[c]), big.canvas_to_original(tiled[c])
+        expected = {"whole": whole_c, "windows": windows_c, "both": (whole_c + windows_c) / 2}[PREDICTION_SOURCES[code]]
+        assert np.allclose(probs[c], expected, atol=1e-6), code
+        if PREDICTION_SOURCES[code] != "whole":
+            assert not np.allclose(probs[c], whole_c, atol=1e-3), code  # the windows did contribute
+    assert PREDICTION_SOURCES["OD"] == "whole"
     summary = evaluate_run(tmp_path / "run", split="test", full_res=True, progress=False)
     assert "windows over a 128-px canvas" in summary["resolution"]
     assert set(summary["segmentation"]["lesions"]) == set(LESIONS)
 
 
 def test_predict_shows_windowed_lesions_on_the_canvas(tmp_path: Path) -> None:
-    """The app's path: a crop-trained run's lesion overlay comes from the windows, pooled by maximum."""
+    """The app's path: windows pooled by maximum onto the canvas, each channel combined as PREDICTION_SOURCES says."""
     from core.infer.predictor import Predictor
 
     run = _crop_run(tmp_path)
@@ -178,8 +182,13 @@ def test_predict_shows_windowed_lesions_on_the_canvas(tmp_path: Path) -> None:
     prediction = predictor.predict(image, both=True)
     tiled, _ = predictor.segment_tiled(image, scale=2)
     assert prediction.seg_probs.shape == (5, 64, 64)
-    pooled = tiled[0].reshape(64, 2, 64, 2).max(axis=(1, 3))
-    assert np.allclose(prediction.seg_probs[0], pooled, atol=1e-5)
+    tensor, _, _, _ = predictor.prepare(image)
+    with torch.no_grad():
+        canvas = torch.sigmoid(predictor.model.segment(tensor)[0]).numpy()
+    for c, code in enumerate(LESIONS):
+        pooled = tiled[c].reshape(64, 2, 64, 2).max(axis=(1, 3))
+        expected = {"whole": canvas[c], "windows": pooled, "both": (canvas[c] + pooled) / 2}[PREDICTION_SOURCES[code]]
+        assert np.allclose(prediction.seg_probs[c], expected, atol=1e-5), code
 
 
 @pytest.mark.parametrize("mode", ["batch", "image"])

@@ -19,7 +19,7 @@ import torch
 from PIL import Image
 
 from core.config import Config, load_config
-from core.data.crops import WHOLE_IMAGE_STRUCTURES
+from core.data.crops import PREDICTION_SOURCES
 from core.data.dataset import normalize
 from core.data.layout import LESIONS, TASKS
 from core.data.preprocess import Geometry, PreprocessConfig, decode_for_canvas, preprocess_image
@@ -142,6 +142,15 @@ def _weights_path(run: RunDir, which: str) -> Path:
     raise ConfigError(f"run {run.path} has no weights yet (weights/best.safetensors): has it finished an epoch?")
 
 
+def _combine(whole: np.ndarray, windows: np.ndarray, source: str) -> np.ndarray:
+    """One channel from the whole-canvas and the windowed prediction, as ``PREDICTION_SOURCES`` says."""
+    if source == "whole":
+        return whole
+    if source == "windows":
+        return windows
+    return (whole + windows) / 2
+
+
 class Predictor:
     """A model ready to predict, with its run's preprocessing."""
 
@@ -202,17 +211,14 @@ class Predictor:
         return prediction
 
     def _tiled_on_canvas(self, image: ImageInput, whole_probs: np.ndarray) -> np.ndarray:
-        """Lesion channels from windows over the high-resolution canvas, brought down to the whole canvas by the
-        maximum over each cell, so that a microaneurysm found at 2048 px still shows on a 512-px overlay (a mean
-        would dilute it below any threshold). The optic disc stays the whole-canvas prediction."""
+        """The channels ``PREDICTION_SOURCES`` takes from the windows over the high-resolution canvas, brought down to
+        the whole canvas by the maximum over each cell, so that a microaneurysm found at 1536 px still shows on a
+        512-px overlay (a mean would dilute it below any threshold)."""
         tiled, _ = self.segment_tiled(image, scale=self.config.data.crop_scale)
         height, width = whole_probs.shape[1:]
         reduced = torch.nn.functional.adaptive_max_pool2d(torch.from_numpy(tiled)[None], (height, width))[0].numpy()
-        out = whole_probs.copy()
-        for c, code in enumerate(LESIONS):
-            if code not in WHOLE_IMAGE_STRUCTURES:
-                out[c] = reduced[c]
-        return out
+        return np.stack([_combine(whole_probs[c], reduced[c], PREDICTION_SOURCES[code])
+                         for c, code in enumerate(LESIONS)])
 
     @torch.no_grad()
     def segment_tiled(self, image: ImageInput, scale: float = 2.0, overlap: float = 0.25,
@@ -238,16 +244,16 @@ class Predictor:
                          overlap: float = 0.25) -> np.ndarray:
         """(5, H, W) probabilities on the original pixels, given the whole-canvas probabilities of ``image``.
 
-        A run trained on crops predicts the lesions by windows over its high-resolution canvas (the scale they were
-        learned at); the optic disc, a structure a sixth of the image wide, keeps the whole-canvas prediction, since
-        a window sees only part of it. Other runs map the whole-canvas prediction back as it is.
+        A run trained on crops also slides windows over its high-resolution canvas (the scale lesions were learned
+        at) and takes each channel from the whole canvas, the windows or their mean, as ``PREDICTION_SOURCES``
+        says: the optic disc, a sixth of the image wide, from the whole canvas. Other runs map the whole-canvas
+        prediction back as it is.
         """
         channels = [geometry.canvas_to_original(whole_probs[c]) for c in range(len(LESIONS))]
         if self.tiles_lesions:
             tiled, big = self.segment_tiled(image, scale=self.config.data.crop_scale, overlap=overlap)
-            for c, code in enumerate(LESIONS):
-                if code not in WHOLE_IMAGE_STRUCTURES:
-                    channels[c] = big.canvas_to_original(tiled[c])
+            channels = [_combine(whole, big.canvas_to_original(tiled[c]), PREDICTION_SOURCES[code])
+                        for c, (code, whole) in enumerate(zip(LESIONS, channels, strict=True))]
         return np.stack(channels)
 
     def gradcam(self, image: ImageInput, head: str = "dr", target: int | None = None) -> np.ndarray:
