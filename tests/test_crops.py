@@ -141,8 +141,8 @@ def _crop_run(tmp_path: Path) -> Path:
         "model": {"decoder_channels": [32, 16, 16, 8], "gate_hidden": 16},
         "train": {"epochs": 1, "batch_size": 2, "max_steps": 2},
     })
-    Trainer(config, tmp_path / "run", progress_bar=False).fit()
-    return tmp_path / "run"
+    Trainer(config, tmp_path / "runs" / "crops", progress_bar=False).fit()
+    return tmp_path / "runs" / "crops"
 
 
 def test_a_crop_trained_run_predicts_lesions_by_windows_and_the_disc_whole(tmp_path: Path) -> None:
@@ -167,7 +167,7 @@ def test_a_crop_trained_run_predicts_lesions_by_windows_and_the_disc_whole(tmp_p
         if PREDICTION_SOURCES[code] != "whole":
             assert not np.allclose(probs[c], whole_c, atol=1e-3), code  # the windows did contribute
     assert PREDICTION_SOURCES["OD"] == "whole"
-    summary = evaluate_run(tmp_path / "run", split="test", full_res=True, progress=False)
+    summary = evaluate_run(tmp_path / "runs" / "crops", split="test", full_res=True, progress=False)
     assert "windows over a 128-px canvas" in summary["resolution"]
     assert set(summary["segmentation"]["lesions"]) == set(LESIONS)
 
@@ -220,3 +220,21 @@ def test_crop_items_label_lesions_but_not_the_disc(samples) -> None:
             assert channels == [True, True, True, True, False]
         else:
             assert channels == [False] * 5
+
+
+def test_the_app_predicts_with_a_crop_trained_run(tmp_path: Path, monkeypatch: pytest.MonkeyPatch) -> None:
+    from streamlit.testing.v1 import AppTest
+
+    from studio_helpers import encode, photograph
+
+    run = _crop_run(tmp_path)
+    monkeypatch.setenv("IDRID_STUDIO_RUNS", str(run.parent))
+    at = AppTest.from_file(str(Path(__file__).resolve().parents[1] / "app.py"), default_timeout=90)
+    at.run()
+    at.switch_page("pages/predict.py").run()
+    at.file_uploader(key="uploads").set_value([("eye.jpg", encode(photograph(1024, 680), "JPEG"), "image/jpeg")]).run()
+    at.toggle(key="both").set_value(True).run()
+    assert not at.exception, [e.value for e in at.exception]
+    assert not [e.value for e in at.error]
+    body = "\n".join(str(m.value) for m in at.markdown)
+    assert "Gate: **" in body and "experts run: segmentation, classification" in body
