@@ -52,6 +52,7 @@ class DataConfig:
     crop_on_lesion: float = 0.8
     samples_per_epoch: int | None = None  # None: the size of the train split
     strict: bool = False
+    drop_conflicting: bool = False  # leave out copies of one photograph whose grades disagree (core.data.twins)
 
 
 @dataclass

@@ -26,19 +26,31 @@ def register(subparsers: argparse._SubParsersAction) -> None:
                       help="stop at the first bad sample")
     mode.add_argument("--lenient", dest="strict", action="store_false",
                       help="skip bad samples with a warning listing them (the default)")
+    parser.add_argument("--drop-conflicting", action="store_true",
+                        help="leave out copies of one photograph whose grades disagree (IDRiD's grading half has three "
+                             "such pairs); by default they are kept, apart but in one split, and listed")
     parser.add_argument("--verify", action="store_true",
                         help="decode every image and mask fully (slow on full-size images; catches corrupt pixels)")
     parser.set_defaults(func=run)
 
 
 def format_summary(summary: dict) -> str:
-    lines = [f"{'split':<6} {'seg':>5} {'cls':>5}  masks MA/HE/EX/SE/OD     DR 0/1/2/3/4          DME 0/1/2"]
+    lines = [f"{'split':<6} {'seg':>5} {'cls':>5} {'both':>5}  masks MA/HE/EX/SE/OD     DR 0/1/2/3/4          DME 0/1/2"]
     for split in ("train", "val", "test"):
         part = summary[split]
         masks = "/".join(str(v) for v in part["masks"].values())
         dr = "/".join(str(v) for v in part["dr_grade"].values())
         dme = "/".join(str(v) for v in part["dme_risk"].values())
-        lines.append(f"{split:<6} {part['segmentation']:>5} {part['classification']:>5}  {masks:<24} {dr:<21} {dme}")
+        lines.append(f"{split:<6} {part['segmentation']:>5} {part['classification']:>5} {part.get('both', 0):>5}  "
+                     f"{masks:<24} {dr:<21} {dme}")
+    lines.append("(seg: samples with masks, cls: with grades, both: one photograph with masks and grades)")
+    same = summary.get("same_photograph") or {}
+    if same.get("twins"):
+        lines.append(f"{same['twins']} photograph(s) found in both halves: one sample each, with masks and grades")
+    for group in same.get("duplicates", []):
+        labels = ", ".join(f"{key} DR {v['dr_grade']} DME {v['dme_risk']}" for key, v in group["labels"].items())
+        state = "labels disagree" if group["conflicting"] else "labels agree"
+        lines.append(f"same photograph: {labels} ({state}: {group['outcome']})")
     if summary.get("labels_without_images"):
         rows = ", ".join(f"{k} {v}" for k, v in summary["labels_without_images"].items())
         lines.append(f"grading labels without an images folder (not used): {rows}")
@@ -54,7 +66,8 @@ def run(args: argparse.Namespace) -> int:
 
     logging.basicConfig(level=logging.ERROR)  # the summary lists skipped samples; no duplicate warning
     index = read_idrid(args.root, strict=args.strict, verify=args.verify)
-    document = build_metadata(index, val_fraction=args.val_fraction, seed=args.seed)
+    document = build_metadata(index, val_fraction=args.val_fraction, seed=args.seed,
+                              drop_conflicting=args.drop_conflicting, progress=True)
     write_metadata(document, args.out)
     print(format_summary(document["summary"]))
     print(f"wrote {args.out}")

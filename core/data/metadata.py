@@ -9,13 +9,14 @@ from __future__ import annotations
 import json
 import random
 from collections import Counter, defaultdict
-from collections.abc import Hashable, Sequence
+from collections.abc import Hashable, Mapping, Sequence
 from dataclasses import dataclass
 from pathlib import Path
 from typing import Any
 
 from core.data.idrid import GradingRecord, IdridIndex, SegmentationRecord
 from core.data.layout import LESIONS, TASKS
+from core.data.twins import photograph_groups
 from core.errors import DataError
 from core.fileio import atomic_write_text
 
@@ -64,25 +65,33 @@ class Metadata:
 # --- splitting -------------------------------------------------------------------------------------------------
 
 def stratified_split(
-    units: Sequence[Hashable], strata: Sequence[Hashable], fraction: float, seed: int
+    units: Sequence[Hashable], strata: Sequence[Hashable], fraction: float, seed: int,
+    decided: Mapping[Hashable, tuple[int, int]] | None = None,
 ) -> set[Hashable]:
     """Seeded choice of ``round(fraction * len(units))`` units for validation, stratum by stratum.
 
     Written here rather than taken from scikit-learn because ``train_test_split(stratify=...)`` refuses strata of
     one member, which small synthetic sets and rare grades produce; largest remainders keep the total exact.
     Units are whatever must stay together (a photograph and its duplicates), so no unit is on both sides.
+    ``decided`` gives, per stratum, ``(in validation, in all)`` for members whose side was decided elsewhere (graded
+    photographs that also carry masks are split by their masks): the choice then makes the whole validation split,
+    not only these units, follow the strata.
     """
     if not 0.0 <= fraction < 1.0:
         raise DataError(f"val fraction {fraction} must be in [0, 1)")
+    decided = dict(decided or {})
     rng = random.Random(seed)
     groups: dict[Hashable, list[Hashable]] = defaultdict(list)
     for unit, stratum in zip(units, strata, strict=True):
         groups[stratum].append(unit)
-    target = round(fraction * len(units))
-    exact = {k: fraction * len(v) for k, v in groups.items()}
+    in_val = {k: decided.get(k, (0, 0))[0] for k in groups}
+    in_all = {k: decided.get(k, (0, 0))[1] for k in groups}
+    target = max(0, round(fraction * (len(units) + sum(in_all.values()))) - sum(in_val.values()))
+    exact = {k: min(len(v), max(0.0, fraction * (len(v) + in_all[k]) - in_val[k])) for k, v in groups.items()}
     counts = {k: int(x) for k, x in exact.items()}
-    leftovers = sorted(groups, key=lambda k: (-(exact[k] - counts[k]), str(k)))
-    for key in leftovers[: target - sum(counts.values())]:
+    leftovers = sorted((k for k in groups if counts[k] < len(groups[k])),
+                       key=lambda k: (-(exact[k] - counts[k]), str(k)))
+    for key in leftovers[: max(0, target - sum(counts.values()))]:
         counts[key] += 1
     chosen: set[Hashable] = set()
     for key in sorted(groups, key=str):
@@ -116,24 +125,82 @@ def _cls_entry(record: GradingRecord, split: str, root: Path) -> dict[str, Any]:
     }
 
 
+@dataclass
+class _Photograph:
+    """The records that show one photograph (usually one; a twin pair across the halves; a duplicate pair)."""
+
+    seg: list[SegmentationRecord]
+    cls: list[GradingRecord]
+
+    @property
+    def key(self) -> str:
+        return (self.seg or self.cls)[0].key
+
+    @property
+    def official_split(self) -> str:
+        return (self.seg or self.cls)[0].split
+
+    @property
+    def conflicting(self) -> bool:
+        return len({(r.dr_grade, r.dme_risk) for r in self.cls}) > 1
+
+    def entries(self, split: str, roots: list[Path], drop_conflicting: bool) -> list[tuple[dict[str, Any], int]]:
+        """(entry, root index) pairs: one sample per photograph, both annotations on it when both halves have it.
+
+        The segmentation file is the one kept for a twin: it is full size and its masks are drawn on it. Copies whose
+        grades disagree cannot become one sample: they stay apart (in one split) or go with ``drop_conflicting``.
+        """
+        if self.conflicting:
+            kept = [(_seg_entry(r, split, roots[r.root]), r.root) for r in self.seg]
+            if not drop_conflicting:
+                kept += [(_cls_entry(r, split, roots[r.root]), r.root) for r in self.cls]
+            return kept
+        if not self.seg:
+            entry = _cls_entry(self.cls[0], split, roots[self.cls[0].root])
+            if len(self.cls) > 1:
+                entry["same_photograph"] = [r.key for r in self.cls[1:]]
+            return [(entry, self.cls[0].root)]
+        first = self.seg[0]
+        entry = _seg_entry(first, split, roots[first.root])
+        if self.cls:
+            entry.update(task_vector=[1, 1], dr_grade=self.cls[0].dr_grade, dme_risk=self.cls[0].dme_risk,
+                         same_photograph=[r.key for r in self.cls])
+        # Two segmentation files of one photograph do not occur in IDRiD; if they did, both keep their own masks.
+        return [(entry, first.root)] + [(_seg_entry(r, split, roots[r.root]), r.root) for r in self.seg[1:]]
+
+    def describe(self, drop_conflicting: bool) -> dict[str, Any]:
+        what = "kept apart in one split" if not drop_conflicting else "grading copies dropped (--drop-conflicting)"
+        return {
+            "ids": [r.key for r in self.seg + self.cls],
+            "labels": {r.key: {"dr_grade": r.dr_grade, "dme_risk": r.dme_risk} for r in self.cls},
+            "conflicting": self.conflicting,
+            "outcome": what if self.conflicting else "one sample",
+        }
+
+
+def _photographs(index: IdridIndex, progress: bool) -> tuple[list[_Photograph], list[tuple]]:
+    groups, pairs = photograph_groups(list(index.segmentation) + list(index.grading), progress)
+    photographs = [_Photograph([r for r in g if isinstance(r, SegmentationRecord)],
+                               [r for r in g if isinstance(r, GradingRecord)]) for g in groups]
+    return photographs, pairs
+
+
 def _assign_weights(entries: list[dict[str, Any]]) -> None:
-    """Weights over the train split so that a WeightedRandomSampler draws each task present equally often and,
-    within classification, each DR grade equally often (in expectation). They sum to 1."""
+    """Weights over the train split so that a WeightedRandomSampler draws each task's labels equally often and,
+    within the graded samples, each DR grade equally often (in expectation). A sample with masks and grades is in
+    both pools and carries both shares. They sum to 1."""
     train = [e for e in entries if e["split"] == "train"]
-    by_task: dict[str, list[dict[str, Any]]] = defaultdict(list)
-    for entry in train:
-        by_task[entry["task"]].append(entry)
-    if not by_task:
+    segmented = [e for e in train if e["masks"] is not None]
+    graded = [e for e in train if e["dr_grade"] is not None]
+    pools = [pool for pool in (segmented, graded) if pool]
+    if not pools:
         return
-    share = 1.0 / len(by_task)
-    for task, members in by_task.items():
-        if task == "classification":
-            grades = Counter(e["dr_grade"] for e in members)
-            for entry in members:
-                entry["weight"] = share / (len(grades) * grades[entry["dr_grade"]])
-        else:
-            for entry in members:
-                entry["weight"] = share / len(members)
+    share = 1.0 / len(pools)
+    for entry in segmented:
+        entry["weight"] += share / len(segmented)
+    grades = Counter(e["dr_grade"] for e in graded)
+    for entry in graded:
+        entry["weight"] += share / (len(grades) * grades[entry["dr_grade"]])
     for entry in train:
         entry["weight"] = round(entry["weight"], 8)
 
@@ -142,11 +209,12 @@ def _summary(entries: list[dict[str, Any]], index: IdridIndex) -> dict[str, Any]
     summary: dict[str, Any] = {}
     for split in SPLITS:
         members = [e for e in entries if e["split"] == split]
-        seg = [e for e in members if e["task"] == "segmentation"]
-        cls = [e for e in members if e["task"] == "classification"]
+        seg = [e for e in members if e["masks"] is not None]
+        cls = [e for e in members if e["dr_grade"] is not None]
         summary[split] = {
             "segmentation": len(seg),
             "classification": len(cls),
+            "both": sum(1 for e in seg if e["dr_grade"] is not None),
             "masks": {code: sum(1 for e in seg if e["masks"][code] is not None) for code in LESIONS},
             "dr_grade": {str(g): sum(1 for e in cls if e["dr_grade"] == g) for g in range(5)},
             "dme_risk": {str(g): sum(1 for e in cls if e["dme_risk"] == g) for g in range(3)},
@@ -156,28 +224,42 @@ def _summary(entries: list[dict[str, Any]], index: IdridIndex) -> dict[str, Any]
     return summary
 
 
-def build_metadata(index: IdridIndex, val_fraction: float = 0.2, seed: int = 0) -> dict[str, Any]:
-    """The metadata document for ``index``: val carved from each official training half, seeded and stratified
-    (DR grade for grading samples; soft-exudate presence, the rarest lesion, for segmentation samples)."""
-    seg_train = [r for r in index.segmentation if r.split == "train"]
-    cls_train = [r for r in index.grading if r.split == "train"]
-    val_keys = stratified_split(
-        [r.key for r in seg_train], [r.masks["SE"] is not None for r in seg_train], val_fraction, seed
-    ) | stratified_split([r.key for r in cls_train], [r.dr_grade for r in cls_train], val_fraction, seed)
+def build_metadata(index: IdridIndex, val_fraction: float = 0.2, seed: int = 0, drop_conflicting: bool = False,
+                   progress: bool = False) -> dict[str, Any]:
+    """The metadata document for ``index``: one sample per photograph, val carved from each official training half,
+    seeded and stratified (soft-exudate presence, the rarest lesion, and grades or not for photographs with masks;
+    DR grade for the others), a photograph and its copies always on one side."""
+    photographs, pairs = _photographs(index, progress)
+    kept = [p for p in photographs if not (drop_conflicting and p.conflicting and not p.seg)]
+    train_seg = [p for p in kept if p.official_split == "train" and p.seg]
+    train_cls = [p for p in kept if p.official_split == "train" and not p.seg]
+    # Photographs with masks by soft-exudate presence and by whether they also carry grades, so that validation
+    # holds segmentation-only photographs too and the gate is measured on every kind of sample.
+    seg_strata = [(p.seg[0].masks["SE"] is not None, bool(p.cls)) for p in train_seg]
+    val_keys = stratified_split([p.key for p in train_seg], seg_strata, val_fraction, seed)
+    graded = [(p.cls[0].dr_grade, p.key in val_keys) for p in train_seg if p.cls]
+    decided = {g: (sum(v for h, v in graded if h == g), sum(h == g for h, _ in graded)) for g, _ in graded}
+    val_keys |= stratified_split([p.key for p in train_cls], [p.cls[0].dr_grade for p in train_cls], val_fraction,
+                                 seed, decided=decided)
 
-    def split_of(record: SegmentationRecord | GradingRecord) -> str:
-        if record.split == "test":
+    def split_of(photograph: _Photograph) -> str:
+        if photograph.official_split == "test":
             return "test"
-        return "val" if record.key in val_keys else "train"
+        return "val" if photograph.key in val_keys else "train"
 
     roots = index.roots
-    entries = [_seg_entry(r, split_of(r), roots[r.root]) for r in index.segmentation]
-    entries += [_cls_entry(r, split_of(r), roots[r.root]) for r in index.grading]
+    placed = [pair for p in photographs for pair in p.entries(split_of(p), roots, drop_conflicting)]
+    entries = [entry for entry, _ in placed]
     if len(roots) > 1:
-        records = list(index.segmentation) + list(index.grading)
-        for entry, record in zip(entries, records, strict=True):
-            entry["root"] = record.root
+        for entry, root in placed:
+            entry["root"] = root
     _assign_weights(entries)
+    summary = _summary(entries, index)
+    summary["same_photograph"] = {
+        "twins": sum(1 for a, b, _, _ in pairs if type(a) is not type(b)),
+        "duplicates": [p.describe(drop_conflicting) for p in photographs if len(p.cls) > 1 or len(p.seg) > 1],
+        "pairs": [{"a": a.key, "b": b.key, "how": how, "mse": mse} for a, b, how, mse in pairs],
+    }
     return {
         "schema": SCHEMA,
         "root": str(roots[0].resolve()) if len(roots) == 1 else [str(r.resolve()) for r in roots],
@@ -185,8 +267,9 @@ def build_metadata(index: IdridIndex, val_fraction: float = 0.2, seed: int = 0) 
         "tasks": list(TASKS),
         "seed": seed,
         "val_fraction": val_fraction,
+        "drop_conflicting": drop_conflicting,
         "samples": entries,
-        "summary": _summary(entries, index),
+        "summary": summary,
     }
 
 
@@ -240,7 +323,9 @@ def parse_metadata(document: dict[str, Any], where: str = "metadata", check_file
     return Metadata(roots=roots, samples=samples, raw=document)
 
 
-def load_metadata(path: Path | str, check_files: bool = True) -> Metadata:
+def load_metadata(path: Path | str, check_files: bool = True, roots: Sequence[Path | str] | None = None) -> Metadata:
+    """Read a metadata file; ``roots`` replaces the dataset root(s) it names (the same download in another place:
+    paths inside are relative to the roots)."""
     path = Path(path)
     try:
         document = json.loads(path.read_text(encoding="utf-8"))
@@ -248,6 +333,13 @@ def load_metadata(path: Path | str, check_files: bool = True) -> Metadata:
         raise DataError(f"metadata file {path} does not exist") from None
     except (OSError, UnicodeDecodeError, json.JSONDecodeError) as error:
         raise DataError(f"metadata file {path} is not readable JSON ({error})") from None
+    if roots is not None and isinstance(document, dict):
+        named = document.get("root")
+        wanted = len(named) if isinstance(named, list) else 1
+        if len(roots) != wanted:
+            raise DataError(f"metadata file {path} names {wanted} dataset folder(s); {len(roots)} given instead")
+        resolved = [str(Path(r).expanduser()) for r in roots]
+        document["root"] = resolved if isinstance(named, list) else resolved[0]
     metadata = parse_metadata(document, where=f"metadata file {path}", check_files=check_files)
     metadata.path = path
     return metadata

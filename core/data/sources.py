@@ -14,6 +14,7 @@ from pathlib import Path
 
 from core.config import DataConfig, SynthConfig
 from core.data.idrid import read_idrid
+from core.data.layout import TASKS
 from core.data.metadata import Metadata, build_metadata, load_metadata, parse_metadata
 from core.errors import DataError
 
@@ -82,7 +83,8 @@ def resolve_metadata(config: DataConfig, progress: bool = True) -> Metadata:
         roots = [Path(r).expanduser() for r in config.roots]
         strict = config.strict
     index = read_idrid(roots, strict=strict)
-    document = build_metadata(index, val_fraction=config.val_fraction, seed=config.split_seed)
+    document = build_metadata(index, val_fraction=config.val_fraction, seed=config.split_seed,
+                              drop_conflicting=config.drop_conflicting, progress=progress)
     return parse_metadata(document, where=f"dataset {', '.join(map(str, roots))}")
 
 
@@ -91,10 +93,13 @@ def describe(metadata: Metadata) -> str:
     parts = []
     for split in ("train", "val", "test"):
         samples = metadata.split(split)
-        seg = sum(s.task == "segmentation" for s in samples)
-        parts.append(f"{split} {seg} seg + {len(samples) - seg} cls")
+        seg = sum(s.masks is not None for s in samples)
+        cls = sum(s.dr_grade is not None for s in samples)
+        both = sum(all(s.task_vector) for s in samples)
+        parts.append(f"{split} {seg} seg + {cls} cls" + (f" ({both} both)" if both else ""))
     line = "; ".join(parts)
-    missing = {"segmentation", "classification"} - {s.task for s in metadata.split("train")}
+    present = {task for s in metadata.split("train") for task, flag in zip(TASKS, s.task_vector) if flag}
+    missing = {"segmentation", "classification"} - present
     if missing:
         line += f" — no {' or '.join(sorted(missing))} samples to train on: that head and the gate learn nothing from it"
     return line

@@ -27,6 +27,7 @@ from core.data.augment import build_augmentation
 from core.data.cache import PreprocessCache, default_cache_dir
 from core.data.crops import CropPolicy
 from core.data.dataset import IdridDataset, collate
+from core.data.layout import TASKS
 from core.data.metadata import Metadata, load_metadata, write_metadata
 from core.data.preprocess import PreprocessConfig
 from core.data.sampling import DistributedWeightedSampler, weighted_sampler
@@ -185,7 +186,7 @@ class Trainer:
             model = model.to(memory_format=torch.channels_last)
         self.model = model
         self.criterion = build_loss(self.config.loss).to(self.device)
-        tasks = {s.task for s in self.train_set.samples}
+        tasks = {task for s in self.train_set.samples for task, flag in zip(TASKS, s.task_vector) if flag}
         self.single_task = len(tasks) < 2
         if self.single_task:
             # With one task the gate's target is constant: training it teaches nothing and reports a vacuous 100%.
