@@ -18,6 +18,9 @@ def register(subparsers: argparse._SubParsersAction) -> None:
     parser.add_argument("--full-res", action="store_true",
                         help="score the masks at the original image size (predictions upsampled)")
     parser.add_argument("--weights", default="best", help="best or last (default: %(default)s)")
+    parser.add_argument("--gate-audit", action="store_true",
+                        help="also ask the gate again on each photograph with masks reduced 4x and re-encoded "
+                             "like IDRiD's grading copies: does it decide on content or on the file's history?")
     parser.set_defaults(func=run)
 
 
@@ -27,7 +30,20 @@ def format_summary(summary: dict) -> str:
              f"{summary['seconds']} s"]
     gate = summary["gate"]
     if gate.get("accuracy") is not None:
-        lines.append(f"gate accuracy {gate['accuracy']:.3f}, misrouted {gate['misrouted']}")
+        by_task = ", ".join(f"{k} {v:.3f}" for k, v in gate["accuracy_by_task"].items() if v is not None)
+        lines.append(f"gate accuracy {gate['accuracy']:.3f} ({by_task}), misrouted {gate['misrouted']}")
+        matrix = "; ".join(f"{row} -> " + "/".join(map(str, counts))
+                           for row, counts in zip(gate["row_labels"], gate["confusion_matrix"], strict=True))
+        lines.append(f"  routing (true -> segmentation/classification): {matrix}")
+        if gate.get("accuracy_by_dr_grade"):
+            lines.append("  gate on graded-only photographs by DR grade: " + ", ".join(
+                f"{g}: {v['accuracy']:.2f} of {v['n']}" for g, v in gate["accuracy_by_dr_grade"].items()))
+    check = gate.get("shortcut_check")
+    if check:
+        lines.append(f"shortcut check ({check['degradation']}) on {check['n']} photographs with masks: "
+                     f"{check['route_flips']} route flips, p(segmentation) moves by "
+                     f"{check['mean_abs_shift_p_segmentation']} on average: "
+                     + ("passed" if check["passed"] else "FAILED") + f" ({check['rule']})")
     cls = summary["classification"]
     if cls["dr"].get("accuracy") is not None:
         kappa = cls["dr"].get("kappa_quadratic")
@@ -46,7 +62,8 @@ def format_summary(summary: dict) -> str:
 def run(args: argparse.Namespace) -> int:
     from core.evaluate.runner import evaluate_run
 
-    summary = evaluate_run(args.run, args.split, args.data, args.full_res, args.weights)
+    summary = evaluate_run(args.run, args.split, args.data, args.full_res, args.weights,
+                           gate_audit=args.gate_audit)
     print(format_summary(summary))
     print(f"wrote {args.run / 'eval' / args.split}")
     return 0

@@ -23,7 +23,7 @@ from __future__ import annotations
 
 import math
 import warnings
-from collections.abc import Sequence
+from collections.abc import Hashable, Sequence
 from typing import Any
 
 import numpy as np
@@ -296,3 +296,13 @@ def routing_report(true_task_vectors: np.ndarray, gate_probs: np.ndarray) -> dic
         "row_labels": list(ROUTING_ROWS),
         "column_labels": list(TASKS),
     }
+
+
+def accuracy_by_group(correct: Sequence[bool], groups: Sequence[Hashable]) -> dict[str, dict[str, Any]]:
+    """``{group: {"n", "accuracy"}}`` in sorted group order: e.g. the gate's accuracy per DR grade, which shows
+    whether severe grading photographs are sent to segmentation for looking lesion-rich."""
+    out: dict[str, dict[str, Any]] = {}
+    for group in sorted(set(groups), key=str):
+        hits = [bool(c) for c, g in zip(correct, groups, strict=True) if g == group]
+        out[str(group)] = {"n": len(hits), "accuracy": sum(hits) / len(hits)}
+    return out
