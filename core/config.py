@@ -53,6 +53,9 @@ class DataConfig:
     samples_per_epoch: int | None = None  # None: the size of the train split
     strict: bool = False
     drop_conflicting: bool = False  # leave out copies of one photograph whose grades disagree (core.data.twins)
+    # The labels to train on: one task alone keeps the same split and drops the other task's labels (and the samples
+    # left with none), to measure an expert trained alone against the shared model.
+    tasks: list[str] = field(default_factory=lambda: ["segmentation", "classification"])
 
 
 @dataclass
@@ -98,6 +101,8 @@ class TrainConfig:
     checkpoint_every: int = 0  # also save resumable state every N steps mid-epoch (0: at epoch ends only)
     weights_dtype: Literal["float32", "float16"] = "float32"  # dtype of weights/*.safetensors
     log_every: int = 1  # steps between two lines of log.jsonl
+    # After training, fit grades on the lesion evidence of the best weights' segmentation expert (core.model.evidence).
+    fit_grader: bool = False
 
 
 @dataclass
@@ -242,6 +247,8 @@ def validate(config: Config) -> Config:
          "loss.dme_class_weights must list 3 values"),
         (min(config.loss.seg_weight, config.loss.cls_weight, config.loss.gate_weight) >= 0,
          "loss weights must be >= 0"),
+        (bool(config.data.tasks) and set(config.data.tasks) <= {"segmentation", "classification"},
+         f"data.tasks must list segmentation and/or classification, not {config.data.tasks}"),
         (config.data.source != "folder" or bool(config.data.roots), "data.source 'folder' needs data.roots"),
         (config.data.source != "metadata" or bool(config.data.metadata), "data.source 'metadata' needs data.metadata"),
         (config.train.max_minutes is None or config.train.max_minutes > 0, "train.max_minutes must be positive"),

@@ -17,7 +17,7 @@ from PIL import Image
 
 from builders import FixtureSpec, grading_image, make_idrid, seg_image
 from core.data.idrid import read_idrid
-from core.data.metadata import build_metadata
+from core.data.metadata import build_metadata, only_tasks, parse_metadata
 from core.data.twins import TWIN_MSE, Match, groups, pairwise_mse, thumbnail
 
 DUPLICATE_PAIRS = {("021", "391"), ("028", "327"), ("045", "333"), ("073", "375"), ("079", "279")}
@@ -147,3 +147,20 @@ def test_fixture_twin_duplicates_and_conflicts(tmp_path: Path) -> None:
     # nothing else was merged: the fixture's other photographs differ only by noise, and stay apart
     assert sum(s["task_vector"] == [1, 1] for s in document["samples"]) == 1
     assert len(document["samples"]) == 10 + 20 - 2
+
+
+def test_one_task_alone_keeps_the_split_and_drops_the_other_labels(tmp_path: Path) -> None:
+    root = make_idrid(tmp_path, FixtureSpec(seg={"train": 10}, grading={"train": 20}, width=384, height=256))
+    _jpeg_copy(seg_image(root, "IDRiD_02"), grading_image(root, "IDRiD_003"), 2, 90)
+    document = build_metadata(read_idrid(root), val_fraction=0.3)
+    split = {s["id"]: s["split"] for s in document["samples"]}
+    grading = only_tasks(document, ["classification"])
+    assert all(s["masks"] is None and s["task_vector"] == [0, 1] for s in grading["samples"])
+    assert {s["id"] for s in grading["samples"]} == {s["id"] for s in document["samples"] if s["dr_grade"] is not None}
+    assert "seg/train/IDRiD_02" in {s["id"] for s in grading["samples"]}  # the twin stays, with its grades
+    assert all(split[s["id"]] == s["split"] for s in grading["samples"])
+    assert sum(s["weight"] for s in grading["samples"]) == pytest.approx(1.0, abs=1e-6)
+    masks = only_tasks(document, ["segmentation"])
+    assert all(s["dr_grade"] is None and s["task_vector"] == [1, 0] for s in masks["samples"])
+    assert len(masks["samples"]) == 10 and all(split[s["id"]] == s["split"] for s in masks["samples"])
+    assert parse_metadata(grading, check_files=True).split("train")  # a valid document

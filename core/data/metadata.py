@@ -273,6 +273,23 @@ def build_metadata(index: IdridIndex, val_fraction: float = 0.2, seed: int = 0, 
     }
 
 
+def only_tasks(document: dict[str, Any], tasks: Sequence[str]) -> dict[str, Any]:
+    """The document with the labels of ``tasks`` only: the same split, the other task's labels removed, samples left
+    without any label dropped, training weights recomputed. How an expert is trained alone for comparison."""
+    keep_masks, keep_grades = "segmentation" in tasks, "classification" in tasks
+    entries = []
+    for entry in document["samples"]:
+        entry = dict(entry, weight=0.0)
+        if not keep_masks and entry["masks"] is not None:
+            entry.update(masks=None, task="classification", task_vector=[0, entry["task_vector"][1]])
+        if not keep_grades and entry["dr_grade"] is not None:
+            entry.update(dr_grade=None, dme_risk=None, task="segmentation", task_vector=[entry["task_vector"][0], 0])
+        if any(entry["task_vector"]):
+            entries.append(entry)
+    _assign_weights(entries)
+    return dict(document, samples=entries, tasks_trained=list(tasks))
+
+
 def write_metadata(document: dict[str, Any], path: Path) -> Path:
     atomic_write_text(Path(path), json.dumps(document, indent=1) + "\n")
     return Path(path)

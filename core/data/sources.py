@@ -15,7 +15,7 @@ from pathlib import Path
 from core.config import DataConfig, SynthConfig
 from core.data.idrid import read_idrid
 from core.data.layout import TASKS
-from core.data.metadata import Metadata, build_metadata, load_metadata, parse_metadata
+from core.data.metadata import Metadata, build_metadata, load_metadata, only_tasks, parse_metadata
 from core.errors import DataError
 
 PROJECT_ROOT = Path(__file__).resolve().parents[2]
@@ -74,6 +74,22 @@ def ensure_synthetic(config: SynthConfig, progress: bool = True) -> Path:
 
 
 def resolve_metadata(config: DataConfig, progress: bool = True) -> Metadata:
+    metadata = _resolve(config, progress)
+    if set(config.tasks) >= {"segmentation", "classification"}:
+        return metadata
+    return parse_metadata(only_tasks(metadata.raw, config.tasks), where=f"{describe_source(config)} "
+                          f"({' and '.join(config.tasks)} labels only)")
+
+
+def describe_source(config: DataConfig) -> str:
+    if config.source == "metadata":
+        return f"metadata file {config.metadata}"
+    if config.source == "synthetic":
+        return "the synthetic dataset"
+    return f"dataset {', '.join(map(str, config.roots))}"
+
+
+def _resolve(config: DataConfig, progress: bool) -> Metadata:
     if config.source == "metadata":
         return load_metadata(Path(config.metadata).expanduser())
     if config.source == "synthetic":

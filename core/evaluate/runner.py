@@ -28,7 +28,14 @@ from core.data.layout import LESIONS, TASKS
 from core.data.metadata import Metadata, load_metadata
 from core.data.sources import resolve_metadata
 from core.errors import DataError
-from core.evaluate.metrics import SegmentationAccumulator, classification_report, joint_accuracy, routing_report
+from core.evaluate.gate_audit import audit_gate
+from core.evaluate.metrics import (
+    SegmentationAccumulator,
+    accuracy_by_group,
+    classification_report,
+    joint_accuracy,
+    routing_report,
+)
 from core.fileio import atomic_write, atomic_write_text
 from core.infer.predictor import Predictor
 from core.train.run_dir import RunDir, read_jsonl
@@ -43,10 +50,14 @@ def run_metadata(run: RunDir, config_data: Any, data: Path | None, progress: boo
     if data is not None:
         return load_metadata(data)
     if run.metadata.exists():
-        try:
-            return load_metadata(run.metadata)
-        except DataError:
-            pass  # the files moved (a fresh clone): fall back to the config's source
+        attempts = [None]
+        if config_data.source == "folder" and config_data.roots:
+            attempts.append(config_data.roots)  # the same download under the config's (relative) folders
+        for roots in attempts:
+            try:
+                return load_metadata(run.metadata, roots=roots)
+            except DataError:
+                pass  # the files moved (a fresh clone): try the next place, then the config's source
     return resolve_metadata(config_data, progress=progress)
 
 
@@ -112,8 +123,12 @@ def _image_dice(probs: np.ndarray, truth: np.ndarray) -> dict[str, float | None]
 
 
 def evaluate_run(run_dir: Path | str, split: str = "test", data: Path | None = None, full_res: bool = False,
-                 weights: str = "best", progress: bool = True, batch_size: int = 4) -> dict[str, Any]:
-    """Score ``run_dir`` on ``split`` and write ``eval/<split>/``; returns the summary."""
+                 weights: str = "best", progress: bool = True, batch_size: int = 4,
+                 gate_audit: bool = False) -> dict[str, Any]:
+    """Score ``run_dir`` on ``split`` and write ``eval/<split>/``; returns the summary.
+
+    ``gate_audit`` adds the shortcut check (``core.evaluate.gate_audit``) as ``summary["gate"]["shortcut_check"]``.
+    """
     started = time.time()
     run = RunDir(Path(run_dir))
     predictor = Predictor.from_run(run.path, weights=weights)
@@ -142,6 +157,9 @@ def evaluate_run(run_dir: Path | str, split: str = "test", data: Path | None = N
             seg = torch.sigmoid(output.seg_logits.float()).cpu().numpy()
             dr = output.dr_logits.float().softmax(1).cpu().numpy()
             dme = output.dme_logits.float().softmax(1).cpu().numpy()
+            if predictor.grader is not None:  # grades read from the lesions the segmentation expert found
+                graded = [predictor.grades_from_lesions(probs) for probs in seg]
+                dr, dme = np.stack([g[0] for g in graded]), np.stack([g[1] for g in graded])
             for row, index in enumerate(batch["index"].tolist()):
                 sample = samples[index]
                 dice: dict[str, float | None] = {}
@@ -157,7 +175,9 @@ def evaluate_run(run_dir: Path | str, split: str = "test", data: Path | None = N
                 for channel, code in enumerate(LESIONS):
                     masks[mask_file(out, sample.id, code)] = _png(seg[row][channel])
                 rows.add(sample, gate[row], dr[row], dme[row], dice)
-    summary = _summarise(rows.rows, accumulator, samples, split, resolution, run, weights)
+    summary = _summarise(rows.rows, accumulator, samples, split, resolution, run, weights, predictor.grades_source)
+    if gate_audit:
+        summary["gate"]["shortcut_check"] = audit_gate(predictor, samples, progress)
     summary["seconds"] = round(time.time() - started, 2)
     history = read_jsonl(run.history)
     if history and not any("val/gate_acc" in h for h in history):
@@ -173,8 +193,9 @@ def evaluate_run(run_dir: Path | str, split: str = "test", data: Path | None = N
 
 
 def _summarise(rows: list[dict[str, Any]], accumulator: SegmentationAccumulator, samples, split: str,
-               resolution: str, run: RunDir, weights: str) -> dict[str, Any]:
+               resolution: str, run: RunDir, weights: str, grades_source: str) -> dict[str, Any]:
     graded = [r for r in rows if r["dr_true"] is not None]
+    graded_only = [r for r in graded if r["task"] == "classification"]  # is a severe grade sent to segmentation?
     segmented = [s for s in samples if s.masks is not None]
     vectors = np.array([s.task_vector for s in samples])
     gate = np.array([[r["gate_p_segmentation"], r["gate_p_classification"]] for r in rows])
@@ -185,13 +206,15 @@ def _summarise(rows: list[dict[str, Any]], accumulator: SegmentationAccumulator,
         "run": run.path.name, "split": split, "weights": weights, "n": len(rows),
         "n_segmentation": len(segmented), "n_classification": len(graded),
         "resolution": resolution,
-        "gate": {**routing_report(vectors, gate), "misrouted_samples": misrouted},
+        "gate": {**routing_report(vectors, gate), "misrouted_samples": misrouted,
+                 "accuracy_by_dr_grade": accuracy_by_group(
+                     [not r["misrouted"] for r in graded_only], [r["dr_true"] for r in graded_only])},
         "classification": {
             "dr": classification_report([r["dr_true"] for r in graded], [r["dr_pred"] for r in graded], 5),
             "dme": classification_report([r["dme_true"] for r in graded], [r["dme_pred"] for r in graded], 3),
             "joint_accuracy": joint_accuracy([r["dr_true"] for r in graded], [r["dr_pred"] for r in graded],
                                              [r["dme_true"] for r in graded], [r["dme_pred"] for r in graded]),
-            "dr_labels": list(DR_NAMES), "dme_labels": list(DME_NAMES),
+            "dr_labels": list(DR_NAMES), "dme_labels": list(DME_NAMES), "source": grades_source,
         },
         "segmentation": {"resolution": resolution, "lesions": seg_summary},
     }

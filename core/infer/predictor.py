@@ -26,6 +26,7 @@ from core.data.preprocess import Geometry, PreprocessConfig, decode_for_canvas, 
 from core.errors import ConfigError
 from core.infer.clinical import ImpliedDme, LesionStats, implied_dme, lesion_stats
 from core.infer.tiling import sliding_window
+from core.model.evidence import GRADER_FILE, EvidenceGrader, lesion_evidence
 from core.model.factory import build_model, model_signature
 from core.model.gated import GatedMultiTaskModel
 from core.train.checkpoint import load_weights
@@ -155,8 +156,9 @@ class Predictor:
     """A model ready to predict, with its run's preprocessing."""
 
     def __init__(self, model: GatedMultiTaskModel, config: Config, device: torch.device | str = "cpu",
-                 name: str = "model") -> None:
+                 name: str = "model", grader: EvidenceGrader | None = None) -> None:
         self.model = model.to(device).eval()
+        self.grader = grader  # grades from lesion evidence (core.model.evidence) instead of the classification heads
         self.config = config
         self.device = torch.device(device)
         self.name = name
@@ -165,7 +167,8 @@ class Predictor:
         self._lock = threading.Lock()
 
     @classmethod
-    def from_run(cls, run_dir: Path | str, weights: str = "best", device: str = "cpu") -> Predictor:
+    def from_run(cls, run_dir: Path | str, weights: str = "best", device: str = "cpu",
+                 use_grader: bool = True) -> Predictor:
         run = RunDir(Path(run_dir))
         if not run.path.is_dir():
             raise ConfigError(f"run folder {run.path} does not exist")
@@ -175,7 +178,18 @@ class Predictor:
         path = Path(weights) if weights.endswith(".safetensors") or "/" in weights else _weights_path(run, weights)
         model = build_model(config.model, load_pretrained=False)
         load_weights(model, path, model_signature(config.model))
-        return cls(model, config, device, name=run.path.name)
+        grader_path = run.weights / GRADER_FILE
+        grader = EvidenceGrader.load(grader_path) if use_grader and grader_path.exists() else None
+        return cls(model, config, device, name=run.path.name, grader=grader)
+
+    @property
+    def grades_source(self) -> str:
+        return "lesion evidence" if self.grader is not None else "classification heads"
+
+    def grades_from_lesions(self, seg_probs: np.ndarray) -> tuple[np.ndarray, np.ndarray]:
+        """DR and DME probabilities from (5, H, W) canvas probabilities, by the run's lesion grader."""
+        assert self.grader is not None
+        return self.grader.predict_proba(lesion_evidence(seg_probs))
 
     def prepare(self, image: ImageInput) -> tuple[torch.Tensor, np.ndarray, Geometry, list[str]]:
         """Decode and preprocess exactly as in training; returns the normalised (1, 3, H, W) tensor too."""
@@ -191,12 +205,21 @@ class Predictor:
         return tensor, canvas, geometry, warnings
 
     @torch.no_grad()
+    def gate_probs(self, image: ImageInput) -> np.ndarray:
+        """(2,) the gate's probabilities alone (segmentation, classification): no expert runs."""
+        tensor, _, _, _ = self.prepare(image)
+        with self._lock:
+            pooled = self.model.pooled_features(self.model.backbone(tensor))
+            return self.model.gate(pooled)[0].float().softmax(0).cpu().numpy()
+
+    @torch.no_grad()
     def predict(self, image: ImageInput, both: bool = False) -> Prediction:
         """Gate, then the chosen expert (``both=True``: both experts)."""
         started = time.perf_counter()
         tensor, canvas, geometry, warnings = self.prepare(image)
         with self._lock:
-            output = self.model(tensor, route="both" if both else "gate")
+            # A run that reads grades from lesions needs the segmentation expert on every photograph.
+            output = self.model(tensor, route="both" if both or self.grader is not None else "gate")
         ran = tuple(t for t, r in zip(TASKS, output.route[0].tolist(), strict=True) if r)
         prediction = Prediction(
             original_size=geometry.original, geometry=geometry, canvas=canvas,
@@ -205,6 +228,8 @@ class Predictor:
             dr_probs=None if output.dr_logits is None else output.dr_logits[0].float().softmax(0).cpu().numpy(),
             dme_probs=None if output.dme_logits is None else output.dme_logits[0].float().softmax(0).cpu().numpy(),
         )
+        if self.grader is not None and prediction.seg_probs is not None:
+            prediction.dr_probs, prediction.dme_probs = self.grades_from_lesions(prediction.seg_probs)
         if prediction.seg_probs is not None and self.tiles_lesions:
             prediction.seg_probs = self._tiled_on_canvas(image, prediction.seg_probs)
         prediction.seconds = time.perf_counter() - started

@@ -407,11 +407,24 @@ class Trainer:
                                     f"(checksums {checksums}): distributed training went out of sync")
             log.info("weights identical on all %d ranks (checksum %.6f)", self.dist.world_size, checksums[0])
         state = "stopped" if stop_reason == "stopped" else "finished"
+        if self.config.train.fit_grader and self.dist.is_main and state == "finished" and not self.single_task:
+            self._fit_grader()
         self._status(state, progress, error=None, stop_reason=stop_reason, best=progress.best, eta_s=0.0,
                      best_epoch=progress.best_epoch)
         log.info("%s at epoch %d, step %d%s", state, progress.epoch, progress.step,
                  f" ({stop_reason})" if stop_reason else "")
         return record
+
+    def _fit_grader(self) -> None:
+        """Grades from lesion evidence (core.model.evidence), fitted on the best weights' segmentation expert."""
+        from core.train.grader import fit_run_grader
+
+        started = time.time()
+        report = fit_run_grader(self.run.path, weights="best", progress=self.progress_bar)
+        val = report.get("val") or {}
+        log.info("lesion grader fitted on %d graded photographs in %.0f s%s", report["n_train"], time.time() - started,
+                 f"; val DR accuracy {val['dr_accuracy']:.3f}, kappa {val['dr_kappa']:.3f}, DME accuracy "
+                 f"{val['dme_accuracy']:.3f}, joint {val['joint_accuracy']:.3f}" if val else "")
 
     def _run_epoch(self, progress: Progress) -> tuple[dict[str, Any], str | None]:
         train = self.config.train

@@ -1,0 +1,76 @@
+"""Grades from lesion evidence: the features, the fit, its file, and its use by training, prediction, evaluation."""
+
+from __future__ import annotations
+
+from pathlib import Path
+
+import numpy as np
+import pytest
+
+from builders import FixtureSpec, make_idrid
+from core.config import config_from_dict
+from core.errors import ConfigError
+from core.evaluate.runner import evaluate_run
+from core.infer.predictor import Predictor
+from core.model.evidence import FEATURES, GRADER_FILE, EvidenceGrader, fit_grader, lesion_evidence
+from core.train.trainer import Trainer
+
+
+def _probs(exudate_at: tuple[int, int] | None, disc_at: tuple[int, int] = (20, 32), size: int = 64) -> np.ndarray:
+    probs = np.zeros((5, size, size), np.float32)
+    y, x = disc_at
+    probs[4, y - 4 : y + 4, x - 4 : x + 4] = 0.9  # the optic disc
+    if exudate_at is not None:
+        ey, ex = exudate_at
+        probs[2, ey : ey + 2, ex : ex + 2] = 0.8  # one hard exudate
+    return probs
+
+
+def test_evidence_counts_lesions_and_places_exudates_against_the_fovea() -> None:
+    none, far, near = lesion_evidence(_probs(None)), lesion_evidence(_probs((60, 2))), lesion_evidence(_probs((22, 54)))
+    assert none.shape == (len(FEATURES),)
+    index = {name: i for i, name in enumerate(FEATURES)}
+    assert none[index["EX log components>0.5"]] == 0 and far[index["EX log components>0.5"]] == pytest.approx(np.log(2))
+    assert none[index["implied DME 0"]] == 1 and far[index["implied DME 1"]] == 1 and near[index["implied DME 2"]] == 1
+    assert near[index["exudate to fovea (disc diameters)"]] < 1 < far[index["exudate to fovea (disc diameters)"]]
+
+
+def test_fit_learns_a_grade_the_evidence_explains_and_survives_its_file(tmp_path: Path) -> None:
+    rng = np.random.default_rng(0)
+    features = rng.normal(size=(300, len(FEATURES)))
+    dr = np.digitize(features[:, 3], [-1.0, -0.3, 0.3, 1.0])  # grades 0-4 from one feature, as lesion load would
+    dme = (features[:, 7] > 0).astype(int) * 2  # only risks 0 and 2 present: a grade absent is never predicted
+    grader = fit_grader(features, dr, dme)
+    dr_probs, dme_probs = grader.predict_proba(features)
+    assert np.allclose(dr_probs.sum(1), 1) and np.allclose(dme_probs.sum(1), 1)
+    assert (dr_probs.argmax(1) == dr).mean() > 0.8 and (dme_probs.argmax(1) == dme).mean() > 0.95
+    assert dme_probs[:, 1].max() < 1e-6
+    loaded = EvidenceGrader.load(grader.save(tmp_path / GRADER_FILE))
+    assert np.allclose(loaded.predict_proba(features[:5])[0], dr_probs[:5])
+    (tmp_path / "bad.safetensors").write_bytes(b"not a grader")
+    with pytest.raises(ConfigError, match="bad.safetensors is unreadable"):
+        EvidenceGrader.load(tmp_path / "bad.safetensors")
+
+
+@pytest.mark.slow
+def test_training_fits_the_grader_and_prediction_and_evaluation_use_it(tmp_path: Path) -> None:
+    root = make_idrid(tmp_path / "data", FixtureSpec(seg={"train": 6}, grading={"train": 30}))
+    config = config_from_dict({
+        "name": "graded", "data": {"source": "folder", "roots": [str(root)], "image_size": 64,
+                                   "cache_dir": str(tmp_path / "cache")},
+        "model": {"decoder_channels": [32, 16, 16, 8], "gate_hidden": 16},
+        "train": {"epochs": 1, "batch_size": 4, "max_steps": 2, "fit_grader": True},
+    })
+    Trainer(config, tmp_path / "run", progress_bar=False).fit()
+    assert (tmp_path / "run" / "weights" / GRADER_FILE).exists()
+    predictor = Predictor.from_run(tmp_path / "run")
+    assert predictor.grades_source == "lesion evidence"
+    image = next((root / "B. Disease Grading").rglob("*.jpg"))
+    prediction = predictor.predict(image)
+    assert prediction.ran == ("segmentation", "classification")  # grades need the lesions
+    expected = predictor.grades_from_lesions(prediction.seg_probs)
+    assert np.allclose(prediction.dr_probs, expected[0]) and np.allclose(prediction.dme_probs, expected[1])
+    heads = Predictor.from_run(tmp_path / "run", use_grader=False).predict(image, both=True)
+    assert not np.allclose(heads.dr_probs, prediction.dr_probs)  # the heads' grades are another thing
+    summary = evaluate_run(tmp_path / "run", "val", progress=False)
+    assert summary["classification"]["source"] == "lesion evidence"
