@@ -143,6 +143,29 @@ def run_banner(info: run_store.RunInfo) -> None:
         st.caption(f"Run **{info.name}** ({info.state}), trained on {description}.")
 
 
+def predict_run(info: run_store.RunInfo) -> run_store.RunInfo:
+    """The run the Predict page uses: the sidebar's, except that with a shipped run there the real-data model comes
+    first (a real photograph deserves the real model) and the synthetic demo is one click away."""
+    runs = {r.name: r for r in all_runs()}
+    real = runs.get(run_store.REAL_NAME)
+    if not info.is_shipped or real is None or not real.has_weights:
+        return info
+    options = [name for name in run_store.SHIPPED[::-1] if name in runs]
+    labels = {run_store.REAL_NAME: "Real IDRiD model", run_store.DEMO_NAME: "Synthetic demo"}
+    choice = st.segmented_control("Model", options, default=run_store.REAL_NAME, key="predict_model",
+                                  format_func=lambda name: f"{labels[name]} ({name})",
+                                  help="The real model saw only IDRiD photographs; the demo saw synthetic ones.")
+    return runs[choice or run_store.REAL_NAME]
+
+
+def evaluated_split(info: run_store.RunInfo, choices: tuple[str, ...] = ("test", "val", "train")) -> int:
+    """Index in ``choices`` of the first split the run has an evaluation of (the real run has no test split)."""
+    for index, split in enumerate(choices):
+        if split in info.evaluated:
+            return index
+    return 0
+
+
 def require_run() -> run_store.RunInfo:
     info = current_run()
     if info is None:
@@ -235,15 +258,39 @@ def display_image(data: bytes):
 
 
 @st.cache_data(max_entries=8, show_spinner=False)
-def _gallery(path: str, split: str, seed: int, misrouted_only: bool, stamp: tuple[float, int]):
+def _gallery(path: str, split: str, seed: int, misrouted_only: bool, roots: tuple[str, ...],
+             stamp: tuple[float, int]):
     from core.views import gallery_views
 
-    return gallery_views(path, split, n=20, seed=seed, misrouted_only=misrouted_only)
+    return gallery_views(path, split, n=20, seed=seed, misrouted_only=misrouted_only, roots=list(roots) or None)
 
 
-def gallery(info: run_store.RunInfo, split: str, seed: int, misrouted_only: bool):
+def gallery(info: run_store.RunInfo, split: str, seed: int, misrouted_only: bool, roots: list[str] | None = None):
     predictions = RunDir(info.path).eval_dir(split) / "predictions.csv"
-    return _gallery(str(info.path), split, seed, misrouted_only, file_stamp(predictions))
+    return _gallery(str(info.path), split, seed, misrouted_only, tuple(roots or ()), file_stamp(predictions))
+
+
+@st.cache_data(ttl=30, max_entries=16, show_spinner=False)
+def missing_images(path: str, roots: tuple[str, ...]) -> str | None:
+    from core.views import missing_images as missing
+
+    return missing(path, list(roots) or None)
+
+
+def image_folders(info: run_store.RunInfo) -> list[str] | None:
+    """Where the gallery finds the run's photographs: where they were, else the folders the user gives here."""
+    first = missing_images(str(info.path), ())
+    if first is None:
+        return None
+    text = st.text_input("Dataset folder(s), comma separated, in the order of the run's config",
+                         key=f"image_roots_{info.name}", placeholder="/data/idrid-segmentation, /data/idrid-grading")
+    given = [part.strip() for part in text.split(",") if part.strip()]
+    problem = missing_images(str(info.path), tuple(given)) if given else first
+    if problem is not None:
+        st.warning(problem, icon=":material/folder_off:")
+        return None
+    st.caption(f"Photographs read from {', '.join(given)}.")
+    return given
 
 
 # -- the sidebar -----------------------------------------------------------------------------------------------
@@ -313,7 +360,7 @@ def dataset_picker() -> Dataset:
 
 def _default_run(runs: list[run_store.RunInfo]) -> str | None:
     """The newest run of the user's own with weights, else the demo, else the newest folder."""
-    own = [r for r in runs if not r.is_demo and r.has_weights]
+    own = [r for r in runs if not r.is_shipped and r.has_weights]
     if own:
         return own[0].name
     if any(r.is_demo for r in runs):

@@ -35,6 +35,8 @@ from core.train.run_dir import RunDir, read_status, write_status
 
 PROJECT_ROOT = Path(__file__).resolve().parents[1]
 DEMO_NAME = "demo"
+REAL_NAME = "idrid"  # the shipped run trained on real IDRiD photographs (configs/idrid-full-cpu.yaml)
+SHIPPED = (DEMO_NAME, REAL_NAME)
 LAUNCHER_LOG = "launcher.log"  # the trainer process's stdout and stderr (train.log is the trainer's own log)
 STOP_MARKER = ".stop-requested"
 ACTIVE = ("pending", "running")
@@ -126,6 +128,11 @@ class RunInfo:
     @property
     def is_demo(self) -> bool:
         return self.name == DEMO_NAME
+
+    @property
+    def is_shipped(self) -> bool:
+        """The demo or the real-data run that come with the repository, not one of the user's own."""
+        return self.name in SHIPPED
 
     @property
     def active(self) -> bool:
@@ -229,7 +236,7 @@ def list_runs(root: Path | str | None = None) -> list[RunInfo]:
     except OSError:
         return []
     runs = [run_info(p) for p in folders]
-    return sorted(runs, key=lambda r: (r.is_demo, -r.updated, r.name))
+    return sorted(runs, key=lambda r: (r.is_shipped, -r.updated, r.name))
 
 
 def open_run(path: Path | str) -> RunInfo:

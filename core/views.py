@@ -61,8 +61,8 @@ def describe_dataset(data) -> dict[str, Any]:
     counts = {}
     for split in ("train", "val", "test"):
         samples = metadata.split(split)
-        counts[split] = {"segmentation": sum(s.task == "segmentation" for s in samples),
-                         "classification": sum(s.task != "segmentation" for s in samples)}
+        counts[split] = {"segmentation": sum(s.masks is not None for s in samples),
+                         "classification": sum(s.dr_grade is not None for s in samples)}
     return {"line": describe(metadata), "counts": counts, "n": len(metadata.samples)}
 
 
@@ -189,6 +189,36 @@ def challenge_rows(evaluation: Evaluation) -> list[dict[str, str]]:
     return rows
 
 
+def routing(evaluation: Evaluation) -> tuple[list[list[int]], list[str], list[str]] | None:
+    """The gate's routing matrix: true task (segmentation, classification, both) x route chosen."""
+    gate = evaluation.summary.get("gate") or {}
+    if not gate.get("n") or not gate.get("confusion_matrix"):
+        return None
+    return gate["confusion_matrix"], list(gate["row_labels"]), list(gate["column_labels"])
+
+
+def gate_rows(evaluation: Evaluation) -> list[dict[str, str]]:
+    """What the gate decides, in rows: per true task, per DR grade of graded-only photographs, the shortcut check."""
+    gate = evaluation.summary.get("gate") or {}
+    rows = []
+    matrix = dict(zip(gate.get("row_labels", []), gate.get("confusion_matrix", []), strict=False))
+    for task, value in (gate.get("accuracy_by_task") or {}).items():
+        if value is not None:
+            what = "either route is right" if task == "both" else f"routed to {task}"
+            rows.append({"samples": f"{task} ({sum(matrix.get(task, []))})", "gate accuracy": _fmt(value, True),
+                         "about": what})
+    for grade, value in (gate.get("accuracy_by_dr_grade") or {}).items():
+        rows.append({"samples": f"graded only, DR {DR_NAMES[int(grade)]} ({value['n']})",
+                     "gate accuracy": _fmt(value["accuracy"], True), "about": "routed to classification"})
+    check = gate.get("shortcut_check")
+    if check:
+        rows.append({"samples": f"photographs with masks, reduced and re-encoded ({check['n']})",
+                     "gate accuracy": "passed" if check["passed"] else "FAILED",
+                     "about": f"shortcut check: {check['route_flips']} route flips, mean |change of p(segmentation)| "
+                              f"{_fmt(check['mean_abs_shift_p_segmentation'])} ({check['degradation']})"})
+    return rows
+
+
 def lesion_results(evaluation: Evaluation) -> dict[str, Any]:
     return (evaluation.summary.get("segmentation") or {}).get("lesions") or {}
 
@@ -245,8 +275,36 @@ def _predicted(masks: dict[str, Path], size: int) -> np.ndarray | None:
     return np.stack(planes)
 
 
+def _run_samples(run: RunDir, config: Config, roots: list[str] | None):
+    """The run's samples with their images, or a ``DataError`` naming the folders they were read from."""
+    from core.data.metadata import load_metadata
+    from core.evaluate.runner import run_metadata
+
+    if roots:
+        return load_metadata(run.metadata, roots=roots)
+    return run_metadata(run, config.data, None, progress=False)
+
+
+def missing_images(path: Path | str, roots: list[str] | None = None) -> str | None:
+    """None when the run's photographs are on this machine, else what the gallery needs, in words."""
+    run = RunDir(Path(path))
+    config = run_config(run.path)
+    try:
+        _run_samples(run, config, roots)
+        return None
+    except StudioError as error:
+        if config.data.source == "synthetic":
+            return f"the synthetic dataset of run {run.path.name} could not be read ({error})"
+        named = ", ".join(config.data.roots) if config.data.source == "folder" else str(config.data.metadata)
+        where = "the given folders" if roots else "this machine"
+        return (f"The photographs of run {run.path.name} are not on {where}: it was trained on {named} "
+                f"(IDRiD as downloaded, one folder per half or one for both). Give the folder(s) below, in that "
+                f"order, to see them. ({error})")
+
+
 def gallery_views(path: Path | str, split: str = "test", n: int = 20, seed: int = 0,
-                  misrouted_only: bool = False, tile_height: int = 200) -> list[TileView]:
+                  misrouted_only: bool = False, tile_height: int = 200,
+                  roots: list[str] | None = None) -> list[TileView]:
     """``n`` evaluated samples drawn by ``seed``, each rendered as [raw photograph | model input with prediction].
 
     Samples with masks get the predicted lesions filled and the ground truth outlined; graded samples routed to
@@ -255,12 +313,11 @@ def gallery_views(path: Path | str, split: str = "test", n: int = 20, seed: int 
     from core.data.cache import PreprocessCache, default_cache_dir
     from core.data.preprocess import PreprocessConfig
     from core.evaluate.gallery import gallery
-    from core.evaluate.runner import run_metadata
 
     run = RunDir(Path(path))
     config = run_config(run.path)
     try:
-        metadata = run_metadata(run, config.data, None, progress=False)
+        metadata = _run_samples(run, config, roots)
     except StudioError:
         metadata = None  # images elsewhere: tiles show predictions only
     tiles = gallery(run.path, split, n=n, seed=seed, metadata=metadata, misrouted_only=misrouted_only)

@@ -16,9 +16,13 @@ if current is not None:
     runs.setdefault(current.name, current)
 
 runs_column, split_column, metric_column = st.columns([2, 1, 2])
-chosen = runs_column.multiselect("Runs to compare", list(runs),
-                                 default=[current.name] if current else list(runs)[:1], key="dash_runs")
-split = split_column.selectbox("Evaluation split", ["test", "val", "train"], key="dash_split")
+chosen = runs_column.multiselect("Runs to compare", list(runs),  # per sidebar run: picking a run there shows it
+                                 default=[current.name] if current else list(runs)[:1],
+                                 key=f"dash_runs_{current.name if current else ''}")
+# One choice per run: a run evaluated on val only (the real-data run) opens on val, the demo on test.
+split = split_column.selectbox("Evaluation split", ["test", "val", "train"],
+                               key=f"dash_split_{current.name if current else ''}",
+                               index=ui.evaluated_split(current) if current else 0)
 if not chosen:
     st.info("Pick one or several runs above.")
     st.stop()
@@ -95,6 +99,19 @@ for name, result in evaluations.items():
         st.plotly_chart(figures.confusion_heatmap(*dr, title=f"DR grade: {name} ({split})"), key=f"dr_{name}")
     with right, ui.guard("DME confusion matrix"):
         st.plotly_chart(figures.confusion_heatmap(*dme, title=f"DME risk: {name} ({split})"), key=f"dme_{name}")
+
+st.subheader("Gate")
+for name, result in evaluations.items():
+    matrix = views.routing(result)
+    if matrix is None:
+        continue
+    left, right = st.columns(2)
+    with left, ui.guard("routing matrix"):
+        counts, rows, columns = matrix
+        st.plotly_chart(figures.confusion_heatmap(counts, rows, title=f"Gate routing: {name} ({split})",
+                                                  x_labels=columns), key=f"routing_{name}")
+    with right:
+        st.dataframe(views.gate_rows(result), hide_index=True, width="stretch", key=f"gate_rows_{name}")
 
 st.subheader("Misrouted samples")
 for name, result in evaluations.items():

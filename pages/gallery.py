@@ -23,7 +23,8 @@ def draw_again() -> None:
 
 
 split_column, seed_column, draw_column, filter_column = st.columns([1, 1, 1, 1.4], vertical_alignment="bottom")
-split = split_column.selectbox("Split", ["test", "val", "train"], key="gallery_split")
+split = split_column.selectbox("Split", ["test", "val", "train"], key=f"gallery_split_{info.name}",
+                               index=ui.evaluated_split(info))  # one choice per run, opening on an evaluated split
 seed = seed_column.number_input("Seed", min_value=0, max_value=10**9, step=1, key="gallery_seed",
                                 help="The same seed draws the same 20 samples: share it (it is in the page's URL).")
 draw_column.button("Draw another 20", on_click=draw_again, icon=":material/casino:", key="gallery_draw")
@@ -38,9 +39,12 @@ if result is None:
     ui.evaluate_button(info, split, key=f"gallery_evaluate_{split}")
     st.stop()
 
+roots = None
+with ui.guard("finding the photographs"):
+    roots = ui.image_folders(info)
 tiles = []
 with ui.guard("drawing the gallery"), st.spinner("Drawing samples..."):
-    tiles = ui.gallery(info, split, int(seed), misrouted_only)
+    tiles = ui.gallery(info, split, int(seed), misrouted_only, roots)
 misrouted = sum(t.misrouted for t in tiles)
 st.caption(f"{len(tiles)} samples of the {split} split (seed {seed}), {result.resolution}. Each tile: the raw "
            "photograph | what the model saw, predicted lesions filled and ground truth outlined (segmentation) or "

@@ -11,7 +11,7 @@ from core.data.layout import LESIONS
 
 ui.enter_page()
 st.title("Predict")
-info = ui.require_run()
+info = ui.predict_run(ui.require_run())
 ui.run_banner(info)
 
 loaded = None
@@ -99,6 +99,9 @@ for index, upload in enumerate(uploads):
                                                        "DR grade"), key=f"dr_{index}")
                     g2.plotly_chart(figures.grade_bars(result.dme_probs.tolist(), list(views.DME_NAMES), None,
                                                        "DME risk"), key=f"dme_{index}")
+                    if loaded.grader is not None:
+                        st.caption("Grades read from the lesions the segmentation expert found (the run's lesion "
+                                   "grader), so both experts run on every photograph.")
             if show_cam:
                 with st.spinner("Grad-CAM..."):
                     cam = ui.gradcam(info, data, cam_head)

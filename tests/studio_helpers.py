@@ -3,6 +3,7 @@
 from __future__ import annotations
 
 import io
+import json
 import shutil
 import struct
 import zlib
@@ -85,3 +86,26 @@ def odd_but_valid_uploads() -> dict[str, tuple[bytes, str | None]]:
         "sixteen-bit.png": (encode(sixteen), None),
         "photo.tif": (encode(rgb, "TIFF"), None),
     }
+
+
+REAL = ROOT / "checkpoints" / "idrid"
+
+
+def copy_real(root: Path, roots: list[str] | None = None) -> Path:
+    """The shipped real-data run (weights, history, its validation evaluation) under ``root/idrid``.
+
+    With ``roots``, its config and metadata name those dataset folders instead, as on a machine where IDRiD lies
+    elsewhere (or nowhere).
+    """
+    folder = root / "idrid"
+    shutil.copytree(REAL, folder)
+    if roots is not None:
+        config = yaml.safe_load((folder / "config.yaml").read_text())
+        config["data"]["roots"] = list(roots)
+        (folder / "config.yaml").write_text(yaml.safe_dump(config, sort_keys=False))
+        metadata = folder / "metadata.json"
+        if metadata.exists():
+            document = json.loads(metadata.read_text())
+            document["root"] = list(roots)
+            metadata.write_text(json.dumps(document))
+    return folder

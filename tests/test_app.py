@@ -103,7 +103,7 @@ def test_dashboard_shows_curves_confusion_lesions_and_misrouted(demo_root: Path,
     assert charts(at) >= 7
     measures = at.dataframe[0].value
     assert {"Gate accuracy", "DR grade accuracy", "Joint DR + DME accuracy"} <= set(measures["measure"])
-    at.selectbox(key="dash_split").set_value("val").run()  # not evaluated on val: offered
+    at.selectbox(key="dash_split_demo").set_value("val").run()  # not evaluated on val: offered
     assert not at.exception
     assert any("Evaluate demo on its val split" == b.label for b in at.button)
 
@@ -121,7 +121,7 @@ def test_dashboard_evaluates_a_run_that_has_no_evaluation(tmp_path: Path, synthe
     assert not at.exception and not errors(at)
     assert (root / "mine" / "eval" / "test" / "summary.json").exists()
     assert charts(at) >= 7
-    at.multiselect(key="dash_runs").set_value(["mine", "demo"]).run()  # side by side
+    at.multiselect(key="dash_runs_mine").set_value(["mine", "demo"]).run()  # side by side
     assert not at.exception and not errors(at)
     assert set(at.dataframe[0].value.columns) >= {"measure", "mine", "demo"}
 
@@ -298,7 +298,7 @@ def test_training_launched_from_the_page_survives_a_reload_and_reaches_the_dashb
     assert runs.run_info(folder).state == "finished", runs.log_tail(folder)
 
     dashboard = start("dashboard")
-    assert dashboard.multiselect(key="dash_runs").value == ["from-page"]
+    assert dashboard.multiselect(key="dash_runs_from-page").value == ["from-page"]
     assert charts(dashboard) >= 2 and not errors(dashboard)
     assert "has no evaluation of its test split yet" in texts(dashboard)
 

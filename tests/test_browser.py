@@ -27,7 +27,7 @@ import pytest
 from PIL import Image
 
 from conftest import REAL_IDRID
-from studio_helpers import copy_demo
+from studio_helpers import REAL, copy_demo, copy_real
 
 ROOT = Path(__file__).resolve().parents[1]
 # The README's screenshots are refreshed only on request (UPDATE_SCREENSHOTS=1), so a test run leaves the tree clean.
@@ -146,6 +146,9 @@ def test_every_page_in_chromium(tmp_path: Path) -> None:
 
     root = tmp_path / "checkpoints"
     copy_demo(root)  # the real demo config: its data is the project's data/synthetic, generated if missing
+    real_model = (REAL / "weights" / "best.safetensors").exists()
+    if real_model:
+        copy_real(root)  # the shipped real-data run: Predict uses it by default
     log = tmp_path / "server.log"
     SCREENSHOTS.mkdir(parents=True, exist_ok=True)
     timings: dict[str, object] = {}
@@ -193,6 +196,9 @@ def test_every_page_in_chromium(tmp_path: Path) -> None:
                 assert "predicted in" in body and "DR grade" in body
                 with Image.open(photographs[0]) as image:
                     assert f"{image.width}x{image.height} px" in body  # 4288x2848 for a real IDRiD photograph
+                if real_model:  # a real photograph, predicted by the model trained on real ones
+                    assert "run idrid (folder)" in body, body[-2000:]
+                    timings["predict_model"] = "idrid"
                 page.get_by_text("Run both heads").click()
                 page.get_by_text("DME from the masks").wait_for(timeout=60_000)
                 _idle(page)

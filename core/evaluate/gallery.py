@@ -41,12 +41,16 @@ def read_predictions(run_dir: Path | str, split: str) -> list[dict[str, str]]:
 
 
 def _label(row: dict[str, str]) -> str:
-    if row["task"] == "segmentation":
+    """Prediction against truth in words: Dice for masks, grades for grades, both for a photograph with both."""
+    parts = []
+    if row["task"] in ("segmentation", "both"):
         dice = [f"{code} {float(row[f'dice_{code}']):.2f}" for code in LESIONS if row.get(f"dice_{code}")]
-        return "Dice " + ", ".join(dice) if dice else "no lesion in truth or prediction"
-    dr = f"DR {DR_NAMES[int(row['dr_pred'])]} (true {DR_NAMES[int(row['dr_true'])]})"
-    dme = f"DME {DME_NAMES[int(row['dme_pred'])]} (true {DME_NAMES[int(row['dme_true'])]})"
-    return f"{dr}; {dme}"
+        parts.append("Dice " + ", ".join(dice) if dice else "no lesion in truth or prediction")
+    if row["task"] in ("classification", "both"):
+        dr = f"DR {DR_NAMES[int(row['dr_pred'])]} (true {DR_NAMES[int(row['dr_true'])]})"
+        dme = f"DME {DME_NAMES[int(row['dme_pred'])]} (true {DME_NAMES[int(row['dme_true'])]})"
+        parts.append(f"{dr}; {dme}")
+    return "; ".join(parts)
 
 
 def gallery(run_dir: Path | str, split: str = "test", n: int = 20, seed: int = 0, metadata: Metadata | None = None,
