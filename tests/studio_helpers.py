@@ -12,6 +12,7 @@ from pathlib import Path
 import numpy as np
 import yaml
 from PIL import Image
+from streamlit.testing.v1 import AppTest
 
 from builders import fundus
 
@@ -109,3 +110,33 @@ def copy_real(root: Path, roots: list[str] | None = None) -> Path:
             document["root"] = list(roots)
             metadata.write_text(json.dumps(document))
     return folder
+
+
+# -- driving the app with Streamlit's AppTest ------------------------------------------------------------------------
+
+APP = str(ROOT / "app.py")
+APP_TIMEOUT = 90
+
+
+def start(page: str | None = None, timeout: float = APP_TIMEOUT) -> AppTest:
+    at = AppTest.from_file(APP, default_timeout=timeout)
+    at.run()
+    assert not at.exception, [e.value for e in at.exception]
+    if page:
+        at.switch_page(f"pages/{page}.py").run()
+        assert not at.exception, [e.value for e in at.exception]
+    return at
+
+
+def texts(at: AppTest) -> str:
+    parts = [m.value for m in at.markdown] + [c.value for c in at.caption] + [i.value for i in at.info]
+    parts += [w.value for w in at.warning] + [e.value for e in at.error]
+    return "\n".join(str(p) for p in parts)
+
+
+def errors(at: AppTest) -> list[str]:
+    return [str(e.value) for e in at.error] + [str(e.value) for e in at.sidebar.error]
+
+
+def charts(at: AppTest) -> int:
+    return len(at.get("plotly_chart"))

@@ -14,15 +14,12 @@ import time
 from pathlib import Path
 
 import pytest
-from streamlit.testing.v1 import AppTest
 
 from builders import FixtureSpec, make_idrid
 from core import runs
-from studio_helpers import bad_uploads, copy_demo, encode, odd_but_valid_uploads, photograph
+from studio_helpers import bad_uploads, charts, copy_demo, encode, errors, odd_but_valid_uploads, photograph, start, texts
 
 ROOT = Path(__file__).resolve().parents[1]
-APP = str(ROOT / "app.py")
-TIMEOUT = 90
 
 
 @pytest.fixture(scope="module")
@@ -45,30 +42,6 @@ def use_runs(monkeypatch: pytest.MonkeyPatch):
         monkeypatch.setenv("IDRID_STUDIO_RUNS", str(root))
         return root
     return use
-
-
-def start(page: str | None = None, timeout: float = TIMEOUT) -> AppTest:
-    at = AppTest.from_file(APP, default_timeout=timeout)
-    at.run()
-    assert not at.exception, [e.value for e in at.exception]
-    if page:
-        at.switch_page(f"pages/{page}.py").run()
-        assert not at.exception, [e.value for e in at.exception]
-    return at
-
-
-def texts(at: AppTest) -> str:
-    parts = [m.value for m in at.markdown] + [c.value for c in at.caption] + [i.value for i in at.info]
-    parts += [w.value for w in at.warning] + [e.value for e in at.error]
-    return "\n".join(str(p) for p in parts)
-
-
-def errors(at: AppTest) -> list[str]:
-    return [str(e.value) for e in at.error] + [str(e.value) for e in at.sidebar.error]
-
-
-def charts(at: AppTest) -> int:
-    return len(at.get("plotly_chart"))
 
 
 # -- first start ---------------------------------------------------------------------------------------------------

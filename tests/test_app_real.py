@@ -7,12 +7,9 @@ import shutil
 from pathlib import Path
 
 import pytest
-from streamlit.testing.v1 import AppTest
 
-from studio_helpers import REAL, copy_demo, copy_real
+from studio_helpers import REAL, copy_demo, copy_real, errors, start, texts
 
-ROOT = Path(__file__).resolve().parents[1]
-APP = str(ROOT / "app.py")
 TIMEOUT = 120
 
 pytestmark = pytest.mark.skipif(not (REAL / "weights" / "best.safetensors").exists(),
@@ -30,29 +27,10 @@ def runs_with_real(tmp_path: Path, monkeypatch: pytest.MonkeyPatch):
     return make
 
 
-def start(page: str) -> AppTest:
-    at = AppTest.from_file(APP, default_timeout=TIMEOUT)
-    at.run()
-    assert not at.exception, [e.value for e in at.exception]
-    at.switch_page(f"pages/{page}.py").run()
-    assert not at.exception, [e.value for e in at.exception]
-    return at
-
-
-def texts(at: AppTest) -> str:
-    parts = [m.value for m in at.markdown] + [c.value for c in at.caption] + [i.value for i in at.info]
-    parts += [w.value for w in at.warning] + [e.value for e in at.error]
-    return "\n".join(str(p) for p in parts)
-
-
-def errors(at: AppTest) -> list[str]:
-    return [str(e.value) for e in at.error] + [str(e.value) for e in at.sidebar.error]
-
-
 @pytest.mark.real
 def test_predict_uses_the_real_model_and_the_demo_is_one_click_away(runs_with_real, real_idrid: Path) -> None:
     runs_with_real()
-    at = start("predict")
+    at = start("predict", TIMEOUT)
     assert at.selectbox(key="run_choice").value == "demo"  # the sidebar keeps the demo first...
     assert at.button_group(key="predict_model").value == "idrid"  # ...and Predict takes the real model
     photo = real_idrid / "A. Segmentation" / "1. Original Images" / "a. Training Set" / "IDRiD_03.jpg"
@@ -67,7 +45,7 @@ def test_predict_uses_the_real_model_and_the_demo_is_one_click_away(runs_with_re
 
 def test_dashboard_shows_the_real_run_from_its_saved_results(runs_with_real, tmp_path: Path) -> None:
     runs_with_real(roots=[str(tmp_path / "nowhere-seg"), str(tmp_path / "nowhere-grading")])
-    at = start("dashboard")
+    at = start("dashboard", TIMEOUT)
     at.selectbox(key="run_choice").set_value("idrid").run()
     at.switch_page("pages/dashboard.py").run()
     assert not at.exception and not errors(at), errors(at)
@@ -86,7 +64,7 @@ def test_dashboard_shows_the_real_run_from_its_saved_results(runs_with_real, tmp
 def test_gallery_names_the_folders_it_needs_and_works_when_given_them(runs_with_real, tmp_path: Path,
                                                                       real_idrid: Path, real_grading: Path) -> None:
     runs_with_real(roots=[str(tmp_path / "nowhere-seg"), str(tmp_path / "nowhere-grading")])
-    at = start("gallery")
+    at = start("gallery", TIMEOUT)
     at.selectbox(key="run_choice").set_value("idrid").run()
     at.switch_page("pages/gallery.py").run()
     assert not at.exception and not errors(at), errors(at)
