@@ -41,7 +41,7 @@ class DataConfig:
     val_fraction: float = 0.2
     split_seed: int = 0
     image_size: int = 512  # square canvas side in pixels
-    clahe: Literal["none", "luminance", "green"] = "luminance"
+    clahe: Literal["none", "luminance", "green", "luminance+green"] = "luminance"
     augment: Literal["none", "light", "standard"] = "standard"
     cache_dir: str | None = None  # None: the user's cache folder (see core.data.cache)
     workers: int = 0
@@ -106,12 +106,22 @@ class TrainConfig:
 
 
 @dataclass
+class InferConfig:
+    """How a trained run predicts (the app, ``evaluate``, ``predict``); changing it needs no retraining."""
+
+    # Test-time flips (core.infer.tta): lesion maps averaged over the image and its mirror images. "flips" (4
+    # passes) raised every lesion's full-resolution AUPR on real IDRiD validation images (docs/training.md).
+    tta: Literal["none", "hflip", "flips"] = "none"
+
+
+@dataclass
 class Config:
     name: str = "run"
     data: DataConfig = field(default_factory=DataConfig)
     model: ModelConfig = field(default_factory=ModelConfig)
     loss: LossConfig = field(default_factory=LossConfig)
     train: TrainConfig = field(default_factory=TrainConfig)
+    infer: InferConfig = field(default_factory=InferConfig)
 
     def to_dict(self) -> dict[str, Any]:
         return dataclasses.asdict(self)

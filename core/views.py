@@ -171,6 +171,8 @@ def challenge_rows(evaluation: Evaluation) -> list[dict[str, str]]:
     cls, seg, gate = s.get("classification", {}), s.get("segmentation", {}), s.get("gate", {})
     rows = [{"measure": "Gate accuracy", "value": _fmt(gate.get("accuracy"), True),
              "what": f"{gate.get('misrouted', 'n/a')} of {gate.get('n', 'n/a')} images misrouted"}]
+    if gate.get("trained") is False:
+        rows = [{"measure": "Gate", "value": "not trained", "what": gate.get("note", "")}]
     for code in LESIONS:
         lesion = (seg.get("lesions") or {}).get(code)
         if lesion:
@@ -410,6 +412,16 @@ def gradcam_image(canvas: np.ndarray, cam: np.ndarray, opacity: float = 0.45) ->
     if heat.shape[:2] != canvas.shape[:2]:
         heat = cv2.resize(heat, (canvas.shape[1], canvas.shape[0]))
     return np.clip(canvas * (1 - opacity) + heat * opacity, 0, 255).astype(np.uint8)
+
+
+def gate_sentence(prediction) -> str:
+    """What routed the photograph: the gate with its confidence, or, for a run that learned one task, its expert."""
+    ran = ", ".join(prediction.ran)
+    if prediction.only_task:
+        return (f"This run learned **{prediction.only_task}** only, so its gate was not trained: the "
+                f"{prediction.only_task} expert serves every photograph; experts run: {ran}.")
+    return (f"Gate: **{prediction.task}** with confidence **{prediction.confidence:.1%}** (segmentation "
+            f"{prediction.gate_probs[0]:.1%}, classification {prediction.gate_probs[1]:.1%}); experts run: {ran}.")
 
 
 def lesion_rows(prediction, threshold: float) -> list[dict[str, Any]]:

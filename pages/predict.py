@@ -60,10 +60,7 @@ for index, upload in enumerate(uploads):
             for warning in result.warnings:
                 st.warning(warning)
             width, height = result.original_size
-            gate_text = (f"Gate: **{result.task}** with confidence **{result.confidence:.1%}** "
-                         f"(segmentation {result.gate_probs[0]:.1%}, classification {result.gate_probs[1]:.1%}); "
-                         f"experts run: {', '.join(result.ran)}.")
-            st.markdown(gate_text)
+            st.markdown(views.gate_sentence(result))
             loading = f" · model loaded in {load_seconds:.1f} s for this page" if load_seconds > 0.05 else ""
             st.caption(f"{width}x{height} px · predicted in {result.seconds:.2f} s (decode, preprocessing, forward)"
                        f"{loading} · run {info.name} ({run_data})")

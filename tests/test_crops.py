@@ -237,4 +237,4 @@ def test_the_app_predicts_with_a_crop_trained_run(tmp_path: Path, monkeypatch: p
     assert not at.exception, [e.value for e in at.exception]
     assert not [e.value for e in at.error]
     body = "\n".join(str(m.value) for m in at.markdown)
-    assert "Gate: **" in body and "experts run: segmentation, classification" in body
+    assert "learned **segmentation** only" in body and "experts run: segmentation, classification" in body

@@ -38,7 +38,7 @@ from core.evaluate.metrics import (
 )
 from core.fileio import atomic_write, atomic_write_text
 from core.infer.predictor import Predictor
-from core.train.run_dir import RunDir, read_jsonl
+from core.train.run_dir import RunDir
 
 DR_NAMES = ("0 none", "1 mild", "2 moderate", "3 severe", "4 proliferative")
 DME_NAMES = ("0 none", "1 far", "2 near")
@@ -83,12 +83,13 @@ def _full_res_truth(sample, geometry) -> np.ndarray:
 class _Rows:
     """Per-sample rows of predictions.csv, plus the label lists the classification metrics need."""
 
-    def __init__(self) -> None:
+    def __init__(self, only_task: str | None = None) -> None:
         self.rows: list[dict[str, Any]] = []
+        self.only_task = only_task  # a one-task run routes everything to its expert, whatever its untrained gate says
 
     def add(self, sample, gate: np.ndarray, dr: np.ndarray, dme: np.ndarray, dice: dict[str, float | None]) -> None:
         vector = np.array(sample.task_vector)
-        chosen = int(np.argmax(gate))
+        chosen = TASKS.index(self.only_task) if self.only_task else int(np.argmax(gate))
         both = bool(vector.all())
         row: dict[str, Any] = {
             "id": sample.id, "task": "both" if both else sample.task, "gate_p_segmentation": round(float(gate[0]), 5),
@@ -143,18 +144,21 @@ def evaluate_run(run_dir: Path | str, split: str = "test", data: Path | None = N
     dataset = IdridDataset(samples, predictor.preprocess, predictor.mean, predictor.std, cache, None)
     loader = DataLoader(dataset, batch_size=batch_size, collate_fn=collate, num_workers=0)
     accumulator = SegmentationAccumulator(LESIONS)
-    rows = _Rows()
+    rows = _Rows(predictor.tasks[0] if len(predictor.tasks) == 1 else None)
     masks: dict[Path, bytes] = {}
     model, device = predictor.model, predictor.device
     resolution = "original image size" if full_res else f"model canvas {config.data.image_size} px"
     if full_res and predictor.tiles_lesions:
         side = round(config.data.image_size * config.data.crop_scale)
         resolution += f" (lesions by {config.data.image_size}-px windows over a {side}-px canvas, optic disc whole)"
+    if config.infer.tta != "none":
+        resolution += f", lesion maps averaged over test-time flips ({config.infer.tta})"
     with torch.no_grad():
         for batch in tqdm(loader, desc=f"evaluate {split}", disable=not progress, leave=False):
-            output = model(batch["image"].to(device), route="both")
+            images = batch["image"].to(device)
+            output = model(images, route="both")
             gate = output.gate_probs.cpu().numpy()
-            seg = torch.sigmoid(output.seg_logits.float()).cpu().numpy()
+            seg = predictor.lesion_probs(images, output.seg_logits).cpu().numpy()  # with the run's test-time flips
             dr = output.dr_logits.float().softmax(1).cpu().numpy()
             dme = output.dme_logits.float().softmax(1).cpu().numpy()
             if predictor.grader is not None:  # grades read from the lesions the segmentation expert found
@@ -179,9 +183,10 @@ def evaluate_run(run_dir: Path | str, split: str = "test", data: Path | None = N
     if gate_audit:
         summary["gate"]["shortcut_check"] = audit_gate(predictor, samples, progress)
     summary["seconds"] = round(time.time() - started, 2)
-    history = read_jsonl(run.history)
-    if history and not any("val/gate_acc" in h for h in history):
-        summary["gate"]["note"] = "the run's training data had one task only: its gate was not trained"
+    if rows.only_task:  # accuracy figures of an untrained gate would read as a failure of routing
+        summary["gate"] = {"n": len(rows.rows), "trained": False, "misrouted": 0, "misrouted_samples": [],
+                           "note": f"the run learned {rows.only_task} only: its gate was not trained and every "
+                                   f"image went to the {rows.only_task} expert"}
     for path, data_bytes in masks.items():
         atomic_write(path, lambda stream, b=data_bytes: stream.write(b))
     rows.write(out / "predictions.csv")

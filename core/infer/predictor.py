@@ -26,11 +26,12 @@ from core.data.preprocess import Geometry, PreprocessConfig, decode_for_canvas, 
 from core.errors import ConfigError
 from core.infer.clinical import ImpliedDme, LesionStats, implied_dme, lesion_stats
 from core.infer.tiling import sliding_window
+from core.infer.tta import segment_probs
 from core.model.evidence import GRADER_FILE, EvidenceGrader, lesion_evidence
 from core.model.factory import build_model, model_signature
 from core.model.gated import GatedMultiTaskModel
 from core.train.checkpoint import load_weights
-from core.train.run_dir import RunDir
+from core.train.run_dir import RunDir, trained_tasks
 
 ImageInput = str | Path | bytes | Image.Image | np.ndarray
 SMALL_IMAGE = 256  # below this short side a photograph holds too little detail for lesions
@@ -50,11 +51,12 @@ class Prediction:
     dme_probs: np.ndarray | None = None  # (3,)
     warnings: list[str] = field(default_factory=list)
     seconds: float = 0.0
+    only_task: str | None = None  # the run learned this task alone: its gate was not trained and did not route
 
     @property
     def task(self) -> str:
-        """The gate's choice."""
-        return TASKS[int(np.argmax(self.gate_probs))]
+        """The gate's choice, or the one task the run learned."""
+        return self.only_task or TASKS[int(np.argmax(self.gate_probs))]
 
     @property
     def confidence(self) -> float:
@@ -98,7 +100,7 @@ class Prediction:
         """A JSON-serialisable summary: the gate, each expert that ran, lesion read-outs, warnings."""
         out: dict[str, Any] = {
             "size": list(self.original_size),
-            "gate": {"task": self.task, "confidence": round(self.confidence, 4),
+            "gate": {"task": self.task, "confidence": round(self.confidence, 4), "trained": self.only_task is None,
                      "probabilities": dict(zip(TASKS, map(float, self.gate_probs), strict=True))},
             "experts_run": list(self.ran),
             "warnings": self.warnings,
@@ -156,9 +158,11 @@ class Predictor:
     """A model ready to predict, with its run's preprocessing."""
 
     def __init__(self, model: GatedMultiTaskModel, config: Config, device: torch.device | str = "cpu",
-                 name: str = "model", grader: EvidenceGrader | None = None) -> None:
+                 name: str = "model", grader: EvidenceGrader | None = None,
+                 tasks: tuple[str, ...] = TASKS) -> None:
         self.model = model.to(device).eval()
         self.grader = grader  # grades from lesion evidence (core.model.evidence) instead of the classification heads
+        self.tasks = tuple(tasks)  # what the run learned; one task means an untrained gate (trained_tasks)
         self.config = config
         self.device = torch.device(device)
         self.name = name
@@ -180,7 +184,7 @@ class Predictor:
         load_weights(model, path, model_signature(config.model))
         grader_path = run.weights / GRADER_FILE
         grader = EvidenceGrader.load(grader_path) if use_grader and grader_path.exists() else None
-        return cls(model, config, device, name=run.path.name, grader=grader)
+        return cls(model, config, device, name=run.path.name, grader=grader, tasks=trained_tasks(run))
 
     @property
     def grades_source(self) -> str:
@@ -217,14 +221,20 @@ class Predictor:
         """Gate, then the chosen expert (``both=True``: both experts)."""
         started = time.perf_counter()
         tensor, canvas, geometry, warnings = self.prepare(image)
+        only_task = self.tasks[0] if len(self.tasks) == 1 else None
         with self._lock:
-            # A run that reads grades from lesions needs the segmentation expert on every photograph.
-            output = self.model(tensor, route="both" if both or self.grader is not None else "gate")
+            if both or self.grader is not None:  # grades read from lesions need the segmentation expert everywhere
+                output = self.model(tensor, route="both")
+            elif only_task is not None:  # the gate of a one-task run was never trained: its expert serves all
+                output = self.model(tensor, route="oracle", task=torch.tensor([TASKS.index(only_task)]))
+            else:
+                output = self.model(tensor, route="gate")
+            seg = None if output.seg_logits is None else self.lesion_probs(tensor, output.seg_logits)[0]
         ran = tuple(t for t, r in zip(TASKS, output.route[0].tolist(), strict=True) if r)
         prediction = Prediction(
-            original_size=geometry.original, geometry=geometry, canvas=canvas,
+            original_size=geometry.original, geometry=geometry, canvas=canvas, only_task=only_task,
             gate_probs=output.gate_probs[0].cpu().numpy(), ran=ran, warnings=warnings,
-            seg_probs=None if output.seg_logits is None else torch.sigmoid(output.seg_logits[0].float()).cpu().numpy(),
+            seg_probs=None if seg is None else seg.cpu().numpy(),
             dr_probs=None if output.dr_logits is None else output.dr_logits[0].float().softmax(0).cpu().numpy(),
             dme_probs=None if output.dme_logits is None else output.dme_logits[0].float().softmax(0).cpu().numpy(),
         )
@@ -234,6 +244,14 @@ class Predictor:
             prediction.seg_probs = self._tiled_on_canvas(image, prediction.seg_probs)
         prediction.seconds = time.perf_counter() - started
         return prediction
+
+    def lesion_probs(self, images: torch.Tensor, seg_logits: torch.Tensor) -> torch.Tensor:
+        """(B, 5, H, W) lesion probabilities of ``images`` whose plain forward pass gave ``seg_logits``, with the
+        run's test-time flips (``infer.tta``) averaged in."""
+        identity = torch.sigmoid(seg_logits.float())
+        if self.config.infer.tta == "none":
+            return identity
+        return segment_probs(self.model, images, self.config.infer.tta, identity=identity)
 
     def _tiled_on_canvas(self, image: ImageInput, whole_probs: np.ndarray) -> np.ndarray:
         """The channels ``PREDICTION_SOURCES`` takes from the windows over the high-resolution canvas, brought down to

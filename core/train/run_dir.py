@@ -107,3 +107,19 @@ def read_status(run: RunDir) -> dict[str, Any] | None:
         return json.loads(run.status.read_text(encoding="utf-8"))
     except (FileNotFoundError, json.JSONDecodeError):
         return None
+
+
+def trained_tasks(run: RunDir) -> tuple[str, ...]:
+    """The tasks the run's train split held labels for, read from the split it saved (metadata.json).
+
+    A run trained on one task never trained its gate (its target was constant), so whoever predicts with it must
+    route to that expert instead of asking the gate. Both tasks when the run has no readable split.
+    """
+    both = ("segmentation", "classification")
+    try:
+        document = json.loads(run.metadata.read_text(encoding="utf-8"))
+        vectors = [s["task_vector"] for s in document["samples"] if s.get("split") == "train"]
+    except (OSError, ValueError, KeyError, TypeError):
+        return both
+    found = tuple(task for index, task in enumerate(both) if any(v[index] for v in vectors))
+    return found or both
