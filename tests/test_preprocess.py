@@ -119,6 +119,14 @@ def test_clahe_modes_touch_the_channels_they_say() -> None:
     lum = apply_clahe(rgb, PreprocessConfig(clahe="luminance"))
     assert lum.shape == rgb.shape and not np.array_equal(lum, rgb)
     assert apply_clahe(rgb, PreprocessConfig(clahe="none")) is rgb
+    both = apply_clahe(rgb, PreprocessConfig(clahe="luminance+green"))
+    np.testing.assert_array_equal(both[..., [0, 2]], lum[..., [0, 2]])  # red and blue as luminance CLAHE left them
+    expected = apply_clahe(np.ascontiguousarray(lum), PreprocessConfig(clahe="green"))[..., 1]
+    np.testing.assert_array_equal(both[..., 1], expected)  # green equalised once more on top
+    original = rgb.copy()
+    for mode in ("green", "luminance", "luminance+green"):
+        apply_clahe(rgb, PreprocessConfig(clahe=mode))
+    np.testing.assert_array_equal(rgb, original)  # the input is never written to
 
 
 def test_bad_config_and_tiny_images_are_refused() -> None:

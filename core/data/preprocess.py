@@ -25,8 +25,8 @@ from core.data.imageio import array_to_rgb, open_image, read_mask, to_rgb_array
 from core.data.layout import LESIONS
 from core.errors import ConfigError, DataError
 
-ClaheMode = Literal["none", "luminance", "green"]
-CLAHE_MODES = ("none", "luminance", "green")
+ClaheMode = Literal["none", "luminance", "green", "luminance+green"]
+CLAHE_MODES = ("none", "luminance", "green", "luminance+green")
 
 # The border of IDRiD photographs stays below ~15 in every channel (JPEG noise); the dimmest rim of the field of view
 # is well above 25 in red, the brightest channel of a fundus.
@@ -40,7 +40,8 @@ class PreprocessConfig:
     ``clahe="luminance"`` equalises the L channel of CIELAB: it evens out illumination fall-off and camera
     differences while keeping hue, which tells hard exudates (yellow) from haemorrhages (red). ``"green"`` equalises
     only the green channel, where red lesions have the most contrast against the red background (the classic
-    choice for microaneurysms), leaving red and blue untouched.
+    choice for microaneurysms), leaving red and blue untouched. ``"luminance+green"`` does the first, then the
+    second on its green channel.
     """
 
     width: int = 512
@@ -119,13 +120,14 @@ def apply_clahe(rgb: np.ndarray, config: PreprocessConfig) -> np.ndarray:
     if config.clahe == "none":
         return rgb
     clahe = cv2.createCLAHE(clipLimit=config.clahe_clip, tileGridSize=(config.clahe_grid, config.clahe_grid))
-    if config.clahe == "green":
-        out = rgb.copy()
-        out[:, :, 1] = clahe.apply(np.ascontiguousarray(rgb[:, :, 1]))
-        return out
-    lab = cv2.cvtColor(rgb, cv2.COLOR_RGB2LAB)
-    lab[:, :, 0] = clahe.apply(np.ascontiguousarray(lab[:, :, 0]))
-    return cv2.cvtColor(lab, cv2.COLOR_LAB2RGB)
+    if config.clahe in ("luminance", "luminance+green"):
+        lab = cv2.cvtColor(rgb, cv2.COLOR_RGB2LAB)
+        lab[:, :, 0] = clahe.apply(np.ascontiguousarray(lab[:, :, 0]))
+        rgb = cv2.cvtColor(lab, cv2.COLOR_LAB2RGB)
+    if config.clahe in ("green", "luminance+green"):
+        rgb = rgb.copy()
+        rgb[:, :, 1] = clahe.apply(np.ascontiguousarray(rgb[:, :, 1]))
+    return rgb
 
 
 def plan_geometry(original: tuple[int, int], crop: tuple[int, int, int, int], canvas: tuple[int, int]) -> Geometry:
