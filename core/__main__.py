@@ -16,7 +16,7 @@ from core.errors import StudioError
 
 def build_parser() -> argparse.ArgumentParser:
     parser = argparse.ArgumentParser(
-        prog="python -m core",
+        prog="idrid-studio" if sys.argv and sys.argv[0].endswith("idrid-studio") else "python -m core",  # pip's script
         description="Gated multi-task IDRiD studio: build metadata, generate synthetic data, train, evaluate, predict.",
     )
     subparsers = parser.add_subparsers(dest="command", metavar="<command>", required=True)

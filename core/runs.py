@@ -28,12 +28,13 @@ from dataclasses import dataclass, field
 from pathlib import Path
 from typing import Any
 
+from core import project_root
 from core.config import Config, DataConfig, SynthConfig, config_from_dict, load_config
 from core.errors import ConfigError, DataError, StudioError
 from core.fileio import atomic_write_text
 from core.train.run_dir import RunDir, read_status, write_status
 
-PROJECT_ROOT = Path(__file__).resolve().parents[1]
+PROJECT_ROOT = project_root()  # $IDRID_STUDIO_HOME, else this checkout, else the cwd (an installed package)
 DEMO_NAME = "demo"
 REAL_NAME = "idrid"  # the shipped run trained on real IDRiD photographs (configs/idrid-full-cpu.yaml)
 SHIPPED = (DEMO_NAME, REAL_NAME)

@@ -19,13 +19,14 @@ import torch
 from torch.utils.data import DataLoader
 from torch.utils.flop_counter import FlopCounterMode
 
+from core import project_root
 from core.bench.report import Result
 from core.bench.timing import interleaved_medians, median_seconds, synchronize
 from core.bench.workloads import Setting, gated_model, mixed_batch, single_task_models, steer_gate, train_step
 from core.data.cache import PreprocessCache
 from core.data.dataset import IdridDataset, collate
 
-ROOT = Path(__file__).resolve().parents[2]
+ROOT = project_root()  # $IDRID_STUDIO_HOME, else this checkout, else the cwd (an installed package)
 
 
 @dataclass
