@@ -50,11 +50,9 @@ def test_first_start_from_nothing_generates_data_evaluates_and_fills_every_page(
         tmp_path: Path, use_runs) -> None:
     root = use_runs(tmp_path / "checkpoints")
     demo = copy_demo(root, tmp_path / "synthetic")
-    started = time.time()
-    at = start()
+    at = start()  # how long it takes is the benchmark's and the browser test's to report, not to assert
     assert (demo / "eval" / "test" / "summary.json").exists()  # evaluated during the first run
     assert (tmp_path / "synthetic" / ".synthetic-complete.json").exists()  # after generating the data
-    assert time.time() - started < 60
     assert at.selectbox(key="run_choice").value == "demo"
     assert "trained on synthetic images only" in texts(at)
     assert charts(at) >= 6 and not errors(at)  # curves, gate, Dice, IoU, PR, DR and DME confusion
@@ -274,6 +272,57 @@ def test_training_launched_from_the_page_survives_a_reload_and_reaches_the_dashb
     assert dashboard.multiselect(key="dash_runs_from-page").value == ["from-page"]
     assert charts(dashboard) >= 2 and not errors(dashboard)
     assert "has no evaluation of its test split yet" in texts(dashboard)
+
+
+@pytest.mark.slow
+def test_stop_and_resume_buttons_of_the_train_page(tmp_path: Path, synthetic: Path, demo_root: Path,
+                                                   use_runs) -> None:
+    from core.config import config_from_dict
+    from core.train.run_dir import RunDir, read_jsonl, read_status
+
+    root = use_runs(tmp_path / "checkpoints")
+    copy_demo(root, synthetic)
+    data = make_idrid(tmp_path / "idrid", FixtureSpec(seg={"train": 6, "test": 2}, grading={"train": 8, "test": 2}))
+    config = config_from_dict({
+        "name": "long", "data": {"source": "folder", "roots": [str(data)], "image_size": 64,
+                                 "cache_dir": str(tmp_path / "cache"), "augment": "none"},
+        "model": {"decoder_channels": [16, 16, 8, 8], "gate_hidden": 16},
+        "train": {"epochs": 500, "batch_size": 4, "threads": 1},
+    })
+    info = runs.launch(config, root=root, name="long")
+    run = RunDir(info.path)
+
+    def step_reached(at_least: int) -> bool:
+        deadline = time.time() + 180
+        while time.time() < deadline:
+            status = read_status(run) or {}
+            if status.get("state") == "running" and status.get("step", 0) >= at_least:
+                return True
+            time.sleep(0.3)
+        return False
+
+    try:
+        assert step_reached(1), runs.log_tail(info.path)
+        at = start("train")
+        assert at.selectbox(key="train_watch").value == "long"
+        at.button(key="stop_long").click().run()
+        assert not at.exception and not errors(at), errors(at)
+        deadline = time.time() + 120
+        while runs.run_info(info.path).state != "stopped" and time.time() < deadline:
+            time.sleep(0.3)
+        stopped = read_status(run)
+        assert stopped["state"] == "stopped" and stopped["stop_reason"] == "stopped"  # the trainer's own clean stop
+        at = start("train")
+        assert "stopped" in texts(at) and "stop_long" not in [b.key for b in at.button]
+        at.button(key="resume_long").click().run()
+        assert not at.exception and not errors(at), errors(at)
+        assert step_reached(stopped["step"] + 1), runs.log_tail(info.path)
+        steps = [s["step"] for s in read_jsonl(run.log)]
+        assert steps[: stopped["step"]] == list(range(1, stopped["step"] + 1))  # resumed, not restarted
+        assert "resuming" in runs.log_tail(info.path, 200)
+    finally:
+        if runs.run_info(info.path).alive:
+            runs.stop(info.path, wait=60)
 
 
 # -- what the Predict page draws (core.views, no streamlit) ----------------------------------------------------------

@@ -4,12 +4,15 @@ from __future__ import annotations
 
 import multiprocessing as mp
 import os
+import resource
+import signal
+import time
 from pathlib import Path
 
 import numpy as np
 
 from builders import make_idrid, seg_image, seg_mask
-from core.data.cache import PreprocessCache, cache_key, compute
+from core.data.cache import PreprocessCache, _decode, _encode, cache_key, compute
 from core.data.layout import LESIONS
 from core.data.preprocess import PreprocessConfig
 
@@ -65,27 +68,75 @@ def test_broken_entry_is_recomputed(tmp_path: Path) -> None:
     assert PreprocessCache(tmp_path / "cache").get(image, masks, CONFIG) is not None
 
 
-def _fill(args: tuple[str, str, str]) -> int:
-    folder, image, root = args
+def _rewrite(folder: str, image: str, root: str, barrier, seconds: float, results) -> None:
+    """Write the entry again and again (remove, then a miss writes it), as loader workers of several runs do."""
     cache = PreprocessCache(folder)
-    for _ in range(20):
-        # remove and refill so that both workers keep racing on the same entry
-        entry = cache.path_for(cache_key(Path(image), _masks(Path(root)), CONFIG))
+    entry = cache.path_for(cache_key(Path(image), _masks(Path(root)), CONFIG))
+    barrier.wait()
+    until = time.monotonic() + seconds
+    while time.monotonic() < until:
         entry.unlink(missing_ok=True)
         cache.get(Path(image), _masks(Path(root)), CONFIG)
-    return cache.misses
+    results.put(("writes", cache.misses))
 
 
-def test_two_workers_writing_one_entry_leave_it_readable(tmp_path: Path) -> None:
+def _read_raw(folder: str, image: str, root: str, barrier, seconds: float, results) -> None:
+    """Read the entry file directly, not through ``get`` (which would quietly recompute a torn one)."""
+    entry = PreprocessCache(folder).path_for(cache_key(Path(image), _masks(Path(root)), CONFIG))
+    whole = torn = 0
+    barrier.wait()
+    until = time.monotonic() + seconds
+    while time.monotonic() < until:
+        try:
+            _decode(entry, CONFIG.width)
+            whole += 1
+        except FileNotFoundError:
+            continue  # between a removal and the next write: the reader recomputes, as it should
+        except Exception:  # noqa: BLE001 - any other failure is an entry seen half-written
+            torn += 1
+    results.put(("reads", (whole, torn)))
+
+
+def test_a_reader_never_sees_an_entry_half_written(tmp_path: Path) -> None:
     root = make_idrid(tmp_path / "data")
     image = seg_image(root, "IDRiD_01")
-    jobs = [(str(tmp_path / "cache"), str(image), str(root))] * 2
-    with mp.get_context("spawn").Pool(2) as pool:
-        assert all(m > 0 for m in pool.map(_fill, jobs))
-    entry_folder = tmp_path / "cache"
-    leftovers = [p for p in entry_folder.rglob("*") if p.is_file() and not p.name.endswith(".npz")]
+    context = mp.get_context("spawn")
+    barrier, results = context.Barrier(2), context.Queue()
+    args = (str(tmp_path / "cache"), str(image), str(root), barrier, 2.0, results)
+    workers = [context.Process(target=target, args=args) for target in (_rewrite, _read_raw)]
+    for worker in workers:
+        worker.start()
+    got = dict(results.get(timeout=120) for _ in workers)
+    for worker in workers:
+        worker.join(timeout=60)
+    whole, torn = got["reads"]
+    assert got["writes"] > 20 and whole > 20  # the two really raced
+    assert torn == 0
+    leftovers = [p for p in (tmp_path / "cache").rglob("*") if p.is_file() and not p.name.endswith(".npz")]
     assert leftovers == []  # no temporary files left behind
     expected = compute(image, _masks(root), CONFIG)
-    item = PreprocessCache(entry_folder).get(image, _masks(root), CONFIG)
+    item = PreprocessCache(tmp_path / "cache").get(image, _masks(root), CONFIG)
     np.testing.assert_array_equal(item.image, expected.image)
     np.testing.assert_array_equal(item.masks, expected.masks)
+
+
+def test_a_write_cut_short_leaves_no_half_entry(tmp_path: Path) -> None:
+    """The disk fills while an entry is written: the sample is still returned, and nothing is left at the entry's
+    place that a later read would take for a cached sample (nor a stray temporary file)."""
+    root = make_idrid(tmp_path / "data")
+    cache = PreprocessCache(tmp_path / "cache")
+    image, masks = seg_image(root, "IDRiD_01"), _masks(root)
+    entry = cache.path_for(cache_key(image, masks, CONFIG))
+    assert len(_encode(compute(image, masks, CONFIG))) > 4096
+    soft, hard = resource.getrlimit(resource.RLIMIT_FSIZE)
+    previous = signal.signal(signal.SIGXFSZ, signal.SIG_IGN)  # a write past the limit fails with EFBIG instead
+    try:
+        resource.setrlimit(resource.RLIMIT_FSIZE, (4096, hard))  # files stop growing at 4 KB: a full disk
+        item = cache.get(image, masks, CONFIG)
+    finally:
+        resource.setrlimit(resource.RLIMIT_FSIZE, (soft, hard))
+        signal.signal(signal.SIGXFSZ, previous)
+    assert item.masks.shape == (5, 64, 64) and cache.misses == 1
+    assert not entry.exists()
+    assert [p for p in (tmp_path / "cache").rglob("*") if p.is_file()] == []
+    assert cache.get(image, masks, CONFIG) is not None and entry.exists()  # with room again, it is written

@@ -16,8 +16,19 @@ ROOT = Path(__file__).resolve().parents[1]
 
 
 def _run(*args: str) -> subprocess.CompletedProcess:
+    """A new interpreter: only for what needs one (the entry point itself, ``--help`` of every command)."""
     return subprocess.run([sys.executable, "-m", "core", *args], cwd=ROOT, capture_output=True, text=True,
                           timeout=300)
+
+
+def _main(capsys: pytest.CaptureFixture, *args: str) -> tuple[int, str, str]:
+    """``python -m core`` in this process: exit code, stdout, stderr."""
+    from core.__main__ import main
+
+    capsys.readouterr()
+    code = main(list(args))
+    captured = capsys.readouterr()
+    return code, captured.out, captured.err
 
 
 def test_top_level_help_lists_every_command() -> None:
@@ -35,12 +46,12 @@ def test_each_command_has_help(command: str) -> None:
     assert "usage: python -m core " + command in result.stdout
 
 
-def test_metadata_command_writes_and_summarises(tmp_path: Path) -> None:
+def test_metadata_command_writes_and_summarises(tmp_path: Path, capsys: pytest.CaptureFixture) -> None:
     root = make_idrid(tmp_path / "data")
     out = tmp_path / "meta.json"
-    result = _run("metadata", "--root", str(root), "--out", str(out), "--seed", "3")
-    assert result.returncode == 0, result.stderr
-    assert "train" in result.stdout and f"wrote {out}" in result.stdout
+    code, stdout, stderr = _main(capsys, "metadata", "--root", str(root), "--out", str(out), "--seed", "3")
+    assert code == 0, stderr
+    assert "train" in stdout and f"wrote {out}" in stdout
     document = json.loads(out.read_text())
     assert document["seed"] == 3 and len(document["samples"]) == 24
 
@@ -52,19 +63,26 @@ def test_metadata_command_writes_and_summarises(tmp_path: Path) -> None:
         (["metadata", "--root", "."], "is not an IDRiD folder"),
     ],
 )
-def test_user_errors_are_one_line_and_exit_2(args: list[str], message: str) -> None:
-    result = _run(*args)
+def test_user_errors_are_one_line_and_exit_2(args: list[str], message: str, capsys: pytest.CaptureFixture) -> None:
+    code, _, stderr = _main(capsys, *args)
+    assert code == 2
+    assert stderr.strip().count("\n") == 0 and message in stderr
+    assert "Traceback" not in stderr
+
+
+def test_a_user_error_in_a_new_interpreter_is_one_line_and_exit_2() -> None:
+    """The one subprocess smoke test of the failure path: the real entry point, its exit status and stderr."""
+    result = _run("metadata", "--root", "/definitely/not/here")
     assert result.returncode == 2
-    assert result.stderr.strip().count("\n") == 0 and message in result.stderr
-    assert "Traceback" not in result.stderr
+    assert result.stderr.strip() == "error: dataset root /definitely/not/here does not exist"
 
 
-def test_strict_stops_where_lenient_skips(tmp_path: Path) -> None:
+def test_strict_stops_where_lenient_skips(tmp_path: Path, capsys: pytest.CaptureFixture) -> None:
     root = make_idrid(tmp_path / "data")
     image = root / "A. Segmentation" / "1. Original Images" / "a. Training Set" / "IDRiD_02.jpg"
     image.write_bytes(b"garbage")
-    strict = _run("metadata", "--root", str(root), "--out", str(tmp_path / "s.json"), "--strict")
-    assert strict.returncode == 2 and "IDRiD_02.jpg" in strict.stderr
+    code, _, stderr = _main(capsys, "metadata", "--root", str(root), "--out", str(tmp_path / "s.json"), "--strict")
+    assert code == 2 and "IDRiD_02.jpg" in stderr
     assert not (tmp_path / "s.json").exists()
-    lenient = _run("metadata", "--root", str(root), "--out", str(tmp_path / "l.json"))
-    assert lenient.returncode == 0 and "skipped 1 bad sample" in lenient.stdout and "IDRiD_02.jpg" in lenient.stdout
+    code, stdout, _ = _main(capsys, "metadata", "--root", str(root), "--out", str(tmp_path / "l.json"))
+    assert code == 0 and "skipped 1 bad sample" in stdout and "IDRiD_02.jpg" in stdout

@@ -2,6 +2,7 @@
 
 from __future__ import annotations
 
+import shutil
 from pathlib import Path
 
 import numpy as np
@@ -130,10 +131,13 @@ def test_the_gate_learns_from_whole_images_only(samples) -> None:
     assert "gate_ce" not in parts and parts["n_gate_samples"] == 0
 
 
-def _crop_run(tmp_path: Path) -> Path:
-    """Two steps of a run on 64-px crops of a 128-px canvas: enough to exercise the paths, not to be accurate."""
+@pytest.fixture(scope="module")
+def crop_run_master(tmp_path_factory: pytest.TempPathFactory) -> Path:
+    """Two steps of a run on 64-px crops of a 128-px canvas: enough to exercise the paths, not to be accurate.
+    Trained once for the module; each test gets its own copy (``crop_run``)."""
     from core.train.trainer import Trainer
 
+    tmp_path = tmp_path_factory.mktemp("crop-run")
     root = make_idrid(tmp_path / "data", FixtureSpec(seg={"train": 4, "test": 2}, grading={"train": 0, "test": 0}))
     config = config_from_dict({
         "name": "crops", "data": {"source": "folder", "roots": [str(root)], "image_size": 64, "crop_scale": 2,
@@ -145,12 +149,23 @@ def _crop_run(tmp_path: Path) -> Path:
     return tmp_path / "runs" / "crops"
 
 
-def test_a_crop_trained_run_predicts_lesions_by_windows_and_the_disc_whole(tmp_path: Path) -> None:
+@pytest.fixture
+def crop_run(crop_run_master: Path, tmp_path: Path) -> Path:
+    """A private copy of the crop-trained run (its data stays beside the master: ``crop_data``)."""
+    return shutil.copytree(crop_run_master, tmp_path / "runs" / "crops")
+
+
+@pytest.fixture
+def crop_data(crop_run_master: Path) -> Path:
+    return crop_run_master.parents[1] / "data"
+
+
+def test_a_crop_trained_run_predicts_lesions_by_windows_and_the_disc_whole(crop_run: Path, crop_data: Path) -> None:
     from core.evaluate.runner import evaluate_run
     from core.infer.predictor import Predictor
 
-    root = tmp_path / "data"
-    predictor = Predictor.from_run(_crop_run(tmp_path))
+    root = crop_data
+    predictor = Predictor.from_run(crop_run)
     assert predictor.tiles_lesions
     image = sorted((root / "A. Segmentation" / "1. Original Images" / "b. Testing Set").glob("*.jpg"))[0]
     tensor, _, geometry, _ = predictor.prepare(image)
@@ -167,18 +182,17 @@ def test_a_crop_trained_run_predicts_lesions_by_windows_and_the_disc_whole(tmp_p
         if PREDICTION_SOURCES[code] != "whole":
             assert not np.allclose(probs[c], whole_c, atol=1e-3), code  # the windows did contribute
     assert PREDICTION_SOURCES["OD"] == "whole"
-    summary = evaluate_run(tmp_path / "runs" / "crops", split="test", full_res=True, progress=False)
+    summary = evaluate_run(crop_run, split="test", full_res=True, progress=False)
     assert "windows over a 128-px canvas" in summary["resolution"]
     assert set(summary["segmentation"]["lesions"]) == set(LESIONS)
 
 
-def test_predict_shows_windowed_lesions_on_the_canvas(tmp_path: Path) -> None:
+def test_predict_shows_windowed_lesions_on_the_canvas(crop_run: Path, crop_data: Path) -> None:
     """The app's path: windows pooled by maximum onto the canvas, each channel combined as PREDICTION_SOURCES says."""
     from core.infer.predictor import Predictor
 
-    run = _crop_run(tmp_path)
-    predictor = Predictor.from_run(run)
-    image = sorted((tmp_path / "data").rglob("*Testing Set/*.jpg"))[0]
+    predictor = Predictor.from_run(crop_run)
+    image = sorted(crop_data.rglob("*Testing Set/*.jpg"))[0]
     prediction = predictor.predict(image, both=True)
     tiled, _ = predictor.segment_tiled(image, scale=2)
     assert prediction.seg_probs.shape == (5, 64, 64)
@@ -222,12 +236,12 @@ def test_crop_items_label_lesions_but_not_the_disc(samples) -> None:
             assert channels == [False] * 5
 
 
-def test_the_app_predicts_with_a_crop_trained_run(tmp_path: Path, monkeypatch: pytest.MonkeyPatch) -> None:
+def test_the_app_predicts_with_a_crop_trained_run(crop_run: Path, monkeypatch: pytest.MonkeyPatch) -> None:
     from streamlit.testing.v1 import AppTest
 
     from studio_helpers import encode, photograph
 
-    run = _crop_run(tmp_path)
+    run = crop_run
     monkeypatch.setenv("IDRID_STUDIO_RUNS", str(run.parent))
     at = AppTest.from_file(str(Path(__file__).resolve().parents[1] / "app.py"), default_timeout=90)
     at.run()

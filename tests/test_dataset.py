@@ -148,3 +148,30 @@ def test_augmentation_is_strict(level: str) -> None:
     assert {"HorizontalFlip", "Affine", "ColorJitter"} <= {t.__class__.__name__ for t in augment.transforms}
     assert build_augmentation("none") is None
     assert "CLAHE" in {t.__class__.__name__ for t in build_augmentation(level, preprocessed_clahe=False).transforms}
+
+
+def test_a_sample_without_grades_counts_in_neither_the_loss_nor_the_metrics(metadata) -> None:
+    """The label the dataset gives an ungraded sample is the one the loss and the metrics drop: the classification
+    loss and report of a mixed batch equal those of its graded samples alone."""
+    import torch.nn.functional as F
+
+    from core.evaluate.metrics import classification_report
+    from core.model.gated import ModelOutput
+    from core.model.losses import MultiTaskLoss
+
+    train = metadata.split("train")
+    batch = collate([_dataset(train)[i] for i in range(len(train))])
+    graded = torch.tensor([s.dr_grade is not None for s in train])
+    assert 0 < int(graded.sum()) < len(train)
+    generator = torch.Generator().manual_seed(0)
+    n = len(train)
+    dr_logits, dme_logits = torch.randn(n, 5, generator=generator), torch.randn(n, 3, generator=generator)
+    output = ModelOutput(gate_logits=torch.zeros(n, 2), gate_probs=torch.full((n, 2), 0.5),
+                         route=torch.ones(n, 2, dtype=torch.bool), seg_index=torch.arange(0), seg_logits=None,
+                         cls_index=torch.arange(n), dr_logits=dr_logits, dme_logits=dme_logits)
+    parts, reached = MultiTaskLoss().classification(output, batch)
+    assert reached == int(graded.sum())
+    expected_dr = F.cross_entropy(dr_logits[graded], torch.tensor([s.dr_grade for s in train if s.dr_grade is not None]))
+    assert parts["dr"].item() == pytest.approx(expected_dr.item(), rel=1e-6)
+    report = classification_report(batch["dr"].tolist(), dr_logits.argmax(1).tolist(), 5)
+    assert report["n"] == int(graded.sum())

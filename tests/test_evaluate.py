@@ -10,17 +10,21 @@ from pathlib import Path
 
 import numpy as np
 import pytest
+import torch
+from PIL import Image
 
 from core.errors import DataError
 from core.evaluate.gallery import gallery
-from core.evaluate.runner import evaluate_run
+from core.data.layout import LESIONS
+from core.evaluate.runner import evaluate_run, mask_file
 
 ROOT = Path(__file__).resolve().parents[1]
 
 
 @pytest.fixture(scope="module")
-def evaluated(tiny_run: Path) -> dict:
-    return evaluate_run(tiny_run, "test", progress=False)
+def evaluated(tiny_run_module: Path) -> dict:
+    """One evaluation read by several tests; they only read the module's own copy of the run."""
+    return evaluate_run(tiny_run_module, "test", progress=False)
 
 
 def _rows(run: Path, split: str = "test") -> list[dict[str, str]]:
@@ -28,18 +32,18 @@ def _rows(run: Path, split: str = "test") -> list[dict[str, str]]:
         return list(csv.DictReader(handle))
 
 
-def test_writes_every_file(tiny_run: Path, evaluated: dict) -> None:
-    folder = tiny_run / "eval" / "test"
+def test_writes_every_file(tiny_run_module: Path, evaluated: dict) -> None:
+    folder = tiny_run_module / "eval" / "test"
     assert json.loads((folder / "summary.json").read_text())["n"] == 10
     curves = json.loads((folder / "curves.json").read_text())
     assert set(curves) == {"MA", "HE", "EX", "SE", "OD"} and "precision" in curves["OD"]
-    rows = _rows(tiny_run)
+    rows = _rows(tiny_run_module)
     assert len(rows) == 10 and {"id", "task", "route", "misrouted", "dr_pred", "dice_OD", "gate_p_segmentation"} <= set(rows[0])
     assert len(list((folder / "masks").glob("*.png"))) == 10 * 5
 
 
-def test_metrics_agree_with_the_per_sample_table(tiny_run: Path, evaluated: dict) -> None:
-    rows = _rows(tiny_run)
+def test_metrics_agree_with_the_per_sample_table(tiny_run_module: Path, evaluated: dict) -> None:
+    rows = _rows(tiny_run_module)
     graded = [r for r in rows if r["dr_true"]]
     accuracy = np.mean([r["dr_true"] == r["dr_pred"] for r in graded])
     assert evaluated["classification"]["dr"]["accuracy"] == pytest.approx(accuracy)
@@ -79,20 +83,20 @@ def test_cli_prints_a_summary(tiny_run: Path) -> None:
     assert "gate accuracy" in result.stdout and "DR accuracy" in result.stdout and "OD: dice" in result.stdout
 
 
-def test_gallery_draw_is_seeded_and_filterable(tiny_run: Path, evaluated: dict) -> None:
+def test_gallery_draw_is_seeded_and_filterable(tiny_run_module: Path, evaluated: dict) -> None:
     from core.data.metadata import load_metadata
 
-    metadata = load_metadata(tiny_run / "metadata.json")
-    first = gallery(tiny_run, "test", n=20, seed=3, metadata=metadata)
+    metadata = load_metadata(tiny_run_module / "metadata.json")
+    first = gallery(tiny_run_module, "test", n=20, seed=3, metadata=metadata)
     assert len(first) == 10  # fewer samples than tiles: all of them
-    assert [t.id for t in gallery(tiny_run, "test", n=4, seed=3)] == [t.id for t in gallery(tiny_run, "test", n=4, seed=3)]
-    assert [t.id for t in gallery(tiny_run, "test", n=4, seed=3)] != [t.id for t in gallery(tiny_run, "test", n=4, seed=4)]
+    assert [t.id for t in gallery(tiny_run_module, "test", n=4, seed=3)] == [t.id for t in gallery(tiny_run_module, "test", n=4, seed=3)]
+    assert [t.id for t in gallery(tiny_run_module, "test", n=4, seed=3)] != [t.id for t in gallery(tiny_run_module, "test", n=4, seed=4)]
     assert all(t.image is not None and t.image.exists() for t in first)
     assert all(t.masks["OD"].exists() for t in first)
-    only = gallery(tiny_run, "test", n=20, seed=0, misrouted_only=True)
+    only = gallery(tiny_run_module, "test", n=20, seed=0, misrouted_only=True)
     assert all(t.misrouted for t in only) and len(only) == len(evaluated["gate"]["misrouted_samples"])
     with pytest.raises(DataError, match="no evaluation of the val split"):
-        gallery(tiny_run, "val")
+        gallery(tiny_run_module, "val")
 
 
 def test_predict_cli_writes_masks_and_rows(tiny_run: Path, tmp_path: Path) -> None:
@@ -111,3 +115,73 @@ def test_predict_cli_writes_masks_and_rows(tiny_run: Path, tmp_path: Path) -> No
     assert "not an image file" in rows["broken.jpg"]["error"] and rows["a.jpg"]["error"] == ""
     from PIL import Image
     assert Image.open(out / "masks" / "a_OD.png").size == (400, 300)
+
+
+def _k255_maps(monkeypatch: pytest.MonkeyPatch) -> None:
+    """Replace the lesion maps by seeded random ones on the 0-255 grid: a PNG stores them exactly and no two fall
+    in one of the accumulator's 1000 bins, so AUPR recomputed from the saved files must match to rounding."""
+    from core.infer.predictor import Predictor
+
+    generator = torch.Generator().manual_seed(0)
+
+    def lesion_probs(self, images: torch.Tensor, seg_logits: torch.Tensor) -> torch.Tensor:
+        shape = (images.shape[0], seg_logits.shape[1], *images.shape[2:])
+        return torch.randint(0, 256, shape, generator=generator).float() / 255.0
+
+    monkeypatch.setattr(Predictor, "lesion_probs", lesion_probs)
+
+
+def _own_truth(sample, geometry) -> np.ndarray:
+    """Each lesion's canvas truth read from its own mask file, by code, without the dataset or the runner."""
+    from core.data.imageio import read_mask
+    from core.data.preprocess import reduce_mask
+
+    height, width = geometry.canvas[1], geometry.canvas[0]
+    return np.stack([reduce_mask(read_mask(sample.masks[code]), geometry) if sample.masks.get(code)
+                     else np.zeros((height, width), bool) for code in LESIONS])
+
+
+def test_each_lesion_is_scored_against_its_own_truth(tiny_run: Path, monkeypatch: pytest.MonkeyPatch) -> None:
+    from sklearn.metrics import average_precision_score
+
+    from core.data.cache import compute
+    from core.data.metadata import load_metadata
+    from core.infer.predictor import Predictor
+
+    _k255_maps(monkeypatch)
+    summary = evaluate_run(tiny_run, "test", progress=False)
+    folder = tiny_run / "eval" / "test"
+    rows = {r["id"]: r for r in _rows(tiny_run)}
+    preprocess = Predictor.from_run(tiny_run).preprocess
+    segmented = [s for s in load_metadata(tiny_run / "metadata.json").split("test") if s.masks is not None]
+    assert len(segmented) == 4
+    probs: dict[str, list[np.ndarray]] = {code: [] for code in LESIONS}
+    truth: dict[str, list[np.ndarray]] = {code: [] for code in LESIONS}
+    for sample in segmented:
+        own = _own_truth(sample, compute(sample.image, None, preprocess).geometry)
+        for channel, code in enumerate(LESIONS):
+            saved = np.asarray(Image.open(mask_file(folder, sample.id, code)), dtype=np.float64) / 255.0
+            predicted, actual = saved >= 0.5, own[channel]
+            dice = 2 * (predicted & actual).sum() / (predicted.sum() + actual.sum())
+            assert float(rows[sample.id][f"dice_{code}"]) == pytest.approx(dice, abs=1e-5), (sample.id, code)
+            probs[code].append(saved.reshape(-1))
+            truth[code].append(actual.reshape(-1))
+    for code in LESIONS:
+        p, t = np.concatenate(probs[code]), np.concatenate(truth[code])
+        scored = summary["segmentation"]["lesions"][code]
+        assert scored["positive_pixels"] == int(t.sum()), code
+        assert scored["dice"] == pytest.approx(2 * ((p >= 0.5) & t).sum() / ((p >= 0.5).sum() + t.sum()), abs=1e-9)
+        assert scored["aupr"] == pytest.approx(average_precision_score(t, p), abs=1e-9), code
+    counts = [summary["segmentation"]["lesions"][code]["positive_pixels"] for code in LESIONS]
+    assert len(set(counts)) > 1  # lesions of different sizes: a swap of channels cannot go unseen
+
+
+def test_full_resolution_truth_is_each_lesions_own_file(tiny_run: Path) -> None:
+    from core.data.imageio import read_mask
+    from core.data.metadata import load_metadata
+
+    summary = evaluate_run(tiny_run, "test", full_res=True, progress=False)
+    segmented = [s for s in load_metadata(tiny_run / "metadata.json").split("test") if s.masks is not None]
+    for code in LESIONS:
+        expected = sum(int(read_mask(s.masks[code]).sum()) for s in segmented if s.masks.get(code))
+        assert summary["segmentation"]["lesions"][code]["positive_pixels"] == expected, code

@@ -121,6 +121,25 @@ def test_gradcam_is_a_normalised_map(tiny_run: Path) -> None:
     assert cam.shape == (64, 64) and 0 <= cam.min() and cam.max() <= 1.0
 
 
+@pytest.mark.parametrize(("head", "target"), [("dr", None), ("dme", None), ("dr", 3)])
+def test_gradcam_weighs_the_deepest_map_by_the_grades_own_gradient(tiny_run: Path, head: str, target) -> None:
+    """Grad-CAM by its definition (Selvaraju et al. 2017), computed here with torch.autograd.grad: ReLU of the
+    deepest feature maps weighted by the mean gradient of the chosen grade's logit, upsampled, peak 1."""
+    predictor = Predictor.from_run(tiny_run)
+    image = fundus(128, 96, seed=7)
+    tensor = predictor.prepare(image)[0]
+    with torch.enable_grad():
+        features = predictor.model.backbone(tensor)
+        dr, dme = predictor.model.classifier(predictor.model.pooled_features(features))
+        logits = dr if head == "dr" else dme
+        index = int(logits[0].argmax()) if target is None else target
+        gradient = torch.autograd.grad(logits[0, index], features[-1])[0]
+    cam = torch.relu((gradient.mean(dim=(2, 3), keepdim=True) * features[-1]).sum(dim=1, keepdim=True))
+    cam = torch.nn.functional.interpolate(cam, size=tensor.shape[2:], mode="bilinear", align_corners=False)[0, 0]
+    expected = (cam / cam.max()).detach().numpy() if cam.max() > 0 else cam.detach().numpy()
+    np.testing.assert_allclose(predictor.gradcam(image, head=head, target=target), expected, atol=1e-5)
+
+
 def test_tiled_segmentation_covers_the_big_canvas(tiny_run: Path) -> None:
     probs, geometry = Predictor.from_run(tiny_run).segment_tiled(fundus(300, 200), scale=2.0)
     assert probs.shape == (5, 128, 128) and geometry.canvas == (128, 128)
@@ -143,6 +162,22 @@ def test_blending_reproduces_a_translation_invariant_model() -> None:
     tiled = sliding_window(pointwise, image, window=32, overlap=0.5, batch_size=3)
     torch.testing.assert_close(tiled, torch.sigmoid(image[:1].repeat(5, 1, 1) * 2.0))
     assert blend_weights(8, 8).min() > 0
+
+
+def test_window_edges_leave_no_seam_where_another_window_sees_the_pixel_inside() -> None:
+    """A model that is wrong near its crop's border (it sees padding there), as convolutions are: every seam between
+    windows lies inside a neighbouring window, whose weight must win; only the image's own border keeps the edge."""
+    def edge_artefact(crops: torch.Tensor) -> torch.Tensor:
+        logits = torch.full((crops.shape[0], 5, *crops.shape[2:]), -10.0)
+        logits[:, :, :2], logits[:, :, -2:], logits[:, :, :, :2], logits[:, :, :, -2:] = 10.0, 10.0, 10.0, 10.0
+        return logits
+
+    tiled = sliding_window(edge_artefact, torch.zeros(3, 96, 128), window=32, overlap=0.5)
+    inside = tiled[:, 2:-2, 2:-2]
+    assert inside.max() < 0.1  # an unweighted mean would be 0.5 along every seam
+    assert tiled[:, 0, 50].min() > 0.99  # the image border, seen by window edges only, keeps what they said
+    uniform = sliding_window(edge_artefact, torch.zeros(3, 96, 128), window=32, overlap=0.0)
+    assert uniform[:, 2:-2, 2:-2].max() > 0.99  # no overlap, no cure: the test can tell the difference
 
 
 def test_sliding_window_bounds_the_batch() -> None:

@@ -24,6 +24,7 @@ def real_sample(real_idrid: Path) -> tuple[np.ndarray, np.ndarray]:
     return image, preprocess_masks(record.masks, geometry).astype(np.uint8)
 
 
+@pytest.mark.real
 def test_round_trip_is_exact_on_real_masks(real_sample) -> None:
     _, masks = real_sample
     assert masks.shape[0] == len(LESIONS) and masks.any(axis=(1, 2)).sum() >= 4
@@ -41,6 +42,7 @@ def test_overlapping_lesions_keep_their_own_bits() -> None:
     assert unpack_masks(packed, 5)[2, 3, 3] == 1
 
 
+@pytest.mark.real
 def test_warping_the_packed_plane_equals_warping_each_mask(real_sample) -> None:
     """The training augmentation (flips, affine with nearest masks) moves every lesion pixel exactly as before."""
     image, masks = real_sample

@@ -142,3 +142,18 @@ def test_no_border_means_no_crop() -> None:
     rgb = np.full((60, 80, 3), 120, np.uint8)
     assert fov_box(rgb) == (0, 0, 80, 60)
     assert fov_box(np.zeros((60, 80, 3), np.uint8)) == (0, 0, 80, 60)
+
+
+def test_luminance_clahe_equalises_cielab_lightness_of_rgb_and_keeps_the_colour() -> None:
+    """The decoded pixels are RGB: read as BGR, 'lightness' would weigh blue as red and shift every hue."""
+    rgb = fundus(256, 192, seed=3)
+    out = apply_clahe(rgb, PreprocessConfig(clahe="luminance"))
+    fov = rgb.max(axis=2) > 25
+    lab_in = cv2.cvtColor(rgb, cv2.COLOR_RGB2LAB).astype(int)
+    lab_out = cv2.cvtColor(out, cv2.COLOR_RGB2LAB).astype(int)
+    clahe = cv2.createCLAHE(clipLimit=2.0, tileGridSize=(8, 8))
+    expected_l = clahe.apply(np.ascontiguousarray(lab_in[..., 0].astype(np.uint8))).astype(int)
+    assert np.abs(lab_out[..., 0] - expected_l)[fov].mean() < 0.5  # lightness is CLAHE of the input's L*
+    assert np.abs(lab_out[..., 0] - lab_in[..., 0])[fov].mean() > 5  # ... which did change it
+    for channel in (1, 2):  # a* and b*: the colour is the input's, to the rounding of two conversions
+        assert np.abs(lab_out[..., channel] - lab_in[..., channel])[fov].mean() < 0.5, channel

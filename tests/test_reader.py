@@ -2,6 +2,7 @@
 
 from __future__ import annotations
 
+import re
 import shutil
 from pathlib import Path
 
@@ -186,11 +187,32 @@ def _break(root: Path, kind: str) -> tuple[Path, str]:
     if kind == "duplicate_image":
         path = write_image(seg_image(root, "IDRiD_01", ext=".png"), fundus())
         return path.parent, "duplicate id 'IDRiD_01'"
+    if kind == "misnamed_mask":  # an EX file dropped into the haemorrhages folder
+        path = write_mask(seg_mask(root, "IDRiD_02", "HE").with_name("IDRiD_02_EX.tif"), np.zeros((64, 96), bool))
+        return path, "mask name does not end in _HE"
+    if kind == "duplicate_mask":  # the same lesion of one image twice, as .tif and .png
+        write_mask(seg_mask(root, "IDRiD_02", "EX").with_suffix(".png"), np.zeros((64, 96), bool), "grey255")
+        return seg_mask(root, "IDRiD_02", "EX"), r"duplicate EX mask for IDRiD_02 \(also IDRiD_02_EX.png\)"
+    if kind == "orphan_mask":
+        path = write_mask(seg_mask(root, "IDRiD_77", "OD"), np.zeros((64, 96), bool))
+        return path, "mask has no image 'IDRiD_77' in the matching images folder"
+    if kind == "image_without_masks":
+        path = write_image(seg_image(root, "IDRiD_50"), fundus(seed=50))
+        return path, "has no ground-truth mask for any lesion"
+    if kind == "non_numeric_grade":
+        csv = grading_csv(root)
+        csv.write_bytes(csv.read_bytes().replace(b"IDRiD_002,2,2", b"IDRiD_002,two,2"))
+        return csv, r"line 3: Retinopathy grade 'two' is not a number"
+    if kind == "short_row":
+        csv = grading_csv(root)
+        csv.write_bytes(csv.read_bytes().replace(b"IDRiD_003,3,0,,,,,,,,,", b"IDRiD_003,3"))
+        return csv, "line 4: has too few cells"
     raise ValueError(kind)
 
 
 BAD = ["not_an_image", "truncated", "mask_size", "label_range", "row_without_image", "image_without_label",
-       "duplicate_row", "duplicate_image"]
+       "duplicate_row", "duplicate_image", "misnamed_mask", "duplicate_mask", "orphan_mask", "image_without_masks",
+       "non_numeric_grade", "short_row"]
 
 
 @pytest.mark.parametrize("kind", BAD)
@@ -200,7 +222,8 @@ def test_strict_stops_with_one_clear_message(tmp_path: Path, kind: str) -> None:
     with pytest.raises(DataError) as caught:
         read_idrid(tmp_path, strict=True)
     message = str(caught.value)
-    assert str(named) in message and pattern.split(":")[-1].strip().split(" '")[0] in message
+    # the file (and, for a CSV, the line) and the whole reason, on one line
+    assert str(named) in message and re.search(pattern, message), message
     assert "\n" not in message
 
 
@@ -210,7 +233,116 @@ def test_lenient_skips_and_lists(tmp_path: Path, kind: str) -> None:
     named, pattern = _break(tmp_path, kind)
     index = read_idrid(tmp_path, strict=False)
     assert len(index.problems) >= 1
-    import re
     assert any(str(named) in str(p) and re.search(pattern, str(p)) for p in index.problems), index.problems
     total = len(index.segmentation) + len(index.grading)
     assert total >= 9 + 15 - 2  # the rest of the dataset is still there
+
+
+# --- whole-file problems: no mode can skip a sample of a file it cannot read ------------------------------------
+
+
+def _csv_without_dme_column(root: Path) -> tuple[Path, str]:
+    csv = grading_csv(root)
+    text = csv.read_bytes().decode().replace("Risk of macular edema", "Comment")
+    csv.write_bytes(text.encode())
+    return csv, r"has no column like 'macular' in its header \['Image name', 'Retinopathy grade', 'Comment"
+
+
+def _empty_csv(root: Path) -> tuple[Path, str]:
+    csv = grading_csv(root)
+    csv.write_bytes(b"")
+    return csv, "is empty"
+
+
+def _root_is_a_file(root: Path) -> tuple[Path, str]:
+    path = root / "IDRiD.zip"
+    path.write_bytes(b"PK")
+    return path, "is not a folder"
+
+
+@pytest.mark.parametrize("damage", [_csv_without_dme_column, _empty_csv, _root_is_a_file])
+@pytest.mark.parametrize("strict", [True, False])
+def test_unreadable_file_stops_both_modes_naming_it(tmp_path: Path, damage, strict: bool) -> None:
+    make_idrid(tmp_path)
+    named, pattern = damage(tmp_path)
+    target = named if damage is _root_is_a_file else tmp_path
+    with pytest.raises(DataError) as caught:
+        read_idrid(target, strict=strict)
+    message = str(caught.value)
+    assert str(named) in message and re.search(pattern, message), message
+    assert "\n" not in message
+
+
+def test_csv_with_a_byte_order_mark_reads_like_one_without(tmp_path: Path) -> None:
+    """Excel writes UTF-8 CSVs with a BOM; the first header cell must still be found as 'Image name'."""
+    make_idrid(tmp_path / "plain")
+    make_idrid(tmp_path / "bom")
+    csv = grading_csv(tmp_path / "bom")
+    csv.write_bytes(b"\xef\xbb\xbf" + csv.read_bytes())
+    plain, bom = read_idrid(tmp_path / "plain"), read_idrid(tmp_path / "bom")
+    assert bom.problems == [] and len(bom.grading) == len(plain.grading) == 15
+    assert [(r.key, r.dr_grade, r.dme_risk) for r in bom.grading] == \
+        [(r.key, r.dr_grade, r.dme_risk) for r in plain.grading]
+
+
+# --- input forms: each checked against the pixels it must give, not only its shape ----------------------------
+
+
+def test_rgba_with_real_transparency_is_composited_on_black(tmp_path: Path) -> None:
+    rgb = fundus(48, 32)
+    alpha = np.zeros((32, 48), np.uint8)
+    alpha[:, 16:32] = 128  # half transparent
+    alpha[:, 32:] = 255  # opaque
+    from PIL import Image
+    Image.fromarray(np.dstack([rgb, alpha]), mode="RGBA").save(tmp_path / "a.png")
+    out = read_image(tmp_path / "a.png").astype(int)
+    assert (out[:, :16] == 0).all()  # fully transparent: the black of a fundus border, not the hidden colour
+    np.testing.assert_allclose(out[:, 16:32], rgb[:, 16:32].astype(int) * 128 / 255, atol=1)
+    np.testing.assert_array_equal(out[:, 32:], rgb[:, 32:])
+
+
+def test_cmyk_jpeg_decodes_to_its_rgb(tmp_path: Path) -> None:
+    from PIL import Image
+    rgb = fundus(96, 64)
+    Image.fromarray(rgb).convert("CMYK").save(tmp_path / "c.jpg", quality=100)
+    assert Image.open(tmp_path / "c.jpg").mode == "CMYK"
+    out = read_image(tmp_path / "c.jpg")
+    assert out.shape == (64, 96, 3)
+    assert np.abs(out.astype(int) - rgb.astype(int)).mean() < 3  # JPEG's loss only, colours not inverted
+
+
+def _exif_rotated(path: Path, stored: np.ndarray, orientation: int) -> Path:
+    from PIL import Image
+    image = Image.fromarray(stored)
+    exif = image.getexif()
+    exif[0x0112] = orientation
+    image.save(path, exif=exif.tobytes(), quality=95)
+    return path
+
+
+def test_exif_orientation_is_honoured_for_images_sizes_and_masks(tmp_path: Path) -> None:
+    """A camera stored the pixels sideways with 'rotate 90 CW to view' (orientation 6)."""
+    from PIL import Image
+    from core.data.imageio import image_size
+    from core.data.preprocess import PreprocessConfig, decode_for_canvas
+
+    upright = fundus(96, 64, seed=5)
+    stored = np.ascontiguousarray(np.rot90(upright, k=1))  # 64 wide, 96 high on disk
+    path = _exif_rotated(tmp_path / "phone.jpg", stored, 6)
+    assert Image.open(path).size == (64, 96)
+    out = read_image(path)
+    assert out.shape == (64, 96, 3) and image_size(path) == (96, 64)
+    error = np.abs(out.astype(int) - upright.astype(int)).mean()
+    turned_wrong = np.abs(out.astype(int) - np.rot90(upright, k=2).astype(int)).mean()
+    assert error < 6 < turned_wrong  # JPEG noise, against the same picture upside down
+    decoded, original = decode_for_canvas(path, PreprocessConfig(64, 64).size)
+    assert original == (96, 64) and decoded.shape[1] > decoded.shape[0]
+    mask_stored = np.zeros((96, 64), np.uint8)
+    mask_stored[:10, :5] = 255  # top-left corner on disk is the top-right corner once turned
+    mask_path = tmp_path / "m.png"
+    image = Image.fromarray(mask_stored)
+    exif = image.getexif()
+    exif[0x0112] = 6
+    image.save(mask_path, exif=exif.tobytes())
+    mask = read_mask(mask_path)
+    assert mask.shape == (64, 96) and mask[:5, -10:].all() and mask.sum() == 50

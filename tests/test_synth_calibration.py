@@ -26,6 +26,7 @@ from core.data.synth import generate_dataset
 from core.data.synth.measure import compare, measure_segmentation
 
 N_SEG, WIDTH, SEED = 60, 1024, 0
+pytestmark = pytest.mark.real  # every test here compares against the real masks
 
 
 @pytest.fixture(scope="module")

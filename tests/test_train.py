@@ -43,6 +43,15 @@ def _cli(*args: str, env: dict | None = None, module: tuple[str, ...] = ("-m", "
                           env={**os.environ, "OMP_NUM_THREADS": "1", **(env or {})})
 
 
+def _main(capsys: pytest.CaptureFixture, *args: str) -> tuple[int, str]:
+    """``python -m core`` in this process (no new interpreter: a second each), with what it wrote on stderr."""
+    from core.__main__ import main
+
+    capsys.readouterr()
+    code = main(list(args))
+    return code, capsys.readouterr().err
+
+
 def _weights(path: Path) -> dict[str, torch.Tensor]:
     return read_weights(path)[0]
 
@@ -70,30 +79,141 @@ def test_cli_training_writes_a_complete_run(tmp_path: Path, tiny_root: Path) -> 
     assert max(lrs) > lrs[-1]
 
 
-def test_resume_matches_an_uninterrupted_run(tmp_path: Path, tiny_root: Path) -> None:
+def _same_run(whole: Path, other: Path) -> None:
+    """Bit for bit: on the CPU a resumed run repeats the uninterrupted one exactly (RNG, optimizer, scheduler)."""
+    a, b = _weights(RunDir(whole).weights_file("last")), _weights(RunDir(other).weights_file("last"))
+    assert a.keys() == b.keys()
+    for name in a:
+        assert torch.equal(a[name], b[name]), name
+    steps_a, steps_b = read_jsonl(RunDir(whole).log), read_jsonl(RunDir(other).log)
+    assert [s["step"] for s in steps_b] == [s["step"] for s in steps_a] == list(range(1, 7))
+    assert [s["total"] for s in steps_a] == [s["total"] for s in steps_b]
+    history_a, history_b = read_jsonl(RunDir(whole).history), read_jsonl(RunDir(other).history)
+    assert [h["epoch"] for h in history_b] == [1, 2]
+    assert history_a[-1]["val/total"] == history_b[-1]["val/total"]
+
+
+@pytest.fixture(scope="module")
+def whole_run(tiny_root: Path, tmp_path_factory: pytest.TempPathFactory) -> Path:
+    """The uninterrupted reference (2 epochs of 3 steps), trained in this process like the runs it is compared to."""
     from core.config import load_config
     from core.train.trainer import Trainer
 
-    whole = tmp_path / "whole"
-    Trainer(load_config(_config(tmp_path, tiny_root)), whole, progress_bar=False).fit()
+    folder = tmp_path_factory.mktemp("whole")
+    Trainer(load_config(_config(folder, tiny_root)), folder / "run", progress_bar=False).fit()
+    return folder / "run"
+
+
+def test_resume_matches_an_uninterrupted_run(tmp_path: Path, tiny_root: Path, whole_run: Path) -> None:
+    from core.config import load_config
+    from core.train.trainer import Trainer
 
     cut = tmp_path / "cut"
     Trainer(load_config(_config(tmp_path, tiny_root, max_steps=4)), cut, progress_bar=False).fit()
     assert json.loads(RunDir(cut).status.read_text())["step"] == 4  # stopped inside epoch 2
     resumed = load_config(RunDir(cut).config, ["train.max_steps=null"])
     Trainer(resumed, cut, resume=True, progress_bar=False).fit()
+    _same_run(whole_run, cut)
 
-    a, b = _weights(RunDir(whole).weights_file("last")), _weights(RunDir(cut).weights_file("last"))
-    assert a.keys() == b.keys()
-    for name in a:
-        torch.testing.assert_close(a[name], b[name], rtol=1e-4, atol=1e-5, msg=name)
-    steps_a, steps_b = read_jsonl(RunDir(whole).log), read_jsonl(RunDir(cut).log)
-    assert [s["step"] for s in steps_b] == list(range(1, 7))
-    for x, y in zip(steps_a, steps_b):
-        assert x["total"] == pytest.approx(y["total"], rel=1e-4)
-    final_a, final_b = read_jsonl(RunDir(whole).history)[-1], read_jsonl(RunDir(cut).history)[-1]
-    assert [h["epoch"] for h in read_jsonl(RunDir(cut).history)] == [1, 2]
-    assert final_a["val/total"] == pytest.approx(final_b["val/total"], rel=1e-4)
+
+def test_cli_resume_continues_the_run_from_its_own_config(tmp_path: Path, tiny_root: Path, whole_run: Path,
+                                                          capsys: pytest.CaptureFixture) -> None:
+    from core.__main__ import main
+
+    cut = tmp_path / "cut"
+    assert main(["train", "--config", str(_config(tmp_path, tiny_root, max_steps=4)), "--out", str(cut)]) == 0
+    (tmp_path / "config.yaml").unlink()  # resume reads the run's own config.yaml, not the file it started from
+    assert main(["train", "--out", str(cut), "--resume", "train.max_steps=null"]) == 0
+    assert json.loads(RunDir(cut).status.read_text())["state"] == "finished"
+    _same_run(whole_run, cut)
+    assert main(["train", "--resume"]) == 2 and "--resume needs --out" in capsys.readouterr().err
+
+
+def test_best_weights_are_the_best_epoch_by_the_chosen_metric(tmp_path: Path, tiny_root: Path) -> None:
+    from core.config import load_config
+    from core.train.checkpoint import read_weights
+    from core.train.trainer import Trainer
+
+    for metric, pick in (("val/score", max), ("val/total", min)):
+        out = tmp_path / metric.replace("/", "_")
+        Trainer(load_config(_config(tmp_path, tiny_root, epochs=4, best_metric=metric)), out,
+                progress_bar=False).fit()
+        history = read_jsonl(RunDir(out).history)
+        values = [h[metric] for h in history]
+        assert len(set(values)) > 1, values  # otherwise any epoch would do
+        best_epoch = history[values.index(pick(values))]["epoch"]
+        status = json.loads(RunDir(out).status.read_text())
+        assert status["best_epoch"] == best_epoch and status["best"] == pick(values), (metric, values)
+        header = read_weights(RunDir(out).weights_file("best"))[1]
+        assert int(header["epoch"]) + 1 == best_epoch  # the file holds that epoch's weights
+
+
+def test_checkpoint_every_saves_resumable_state_mid_epoch(tmp_path: Path, tiny_root: Path,
+                                                          monkeypatch: pytest.MonkeyPatch) -> None:
+    import core.train.trainer as trainer_module
+    from core.config import load_config
+
+    saved: list[int] = []
+    real_save = trainer_module.save_state
+
+    def recording_save(path: Path, **state) -> None:
+        saved.append(state["progress"]["step"])
+        real_save(path, **state)
+
+    monkeypatch.setattr(trainer_module, "save_state", recording_save)
+    out = tmp_path / "run"
+    trainer_module.Trainer(load_config(_config(tmp_path, tiny_root, checkpoint_every=2)), out, progress_bar=False).fit()
+    assert saved == [2, 3, 4, 6, 6]  # every 2 steps, at each epoch's end (3 and 6: 6 twice, it ends both)
+    saved.clear()
+    trainer_module.Trainer(load_config(_config(tmp_path, tiny_root)), tmp_path / "plain", progress_bar=False).fit()
+    assert saved == [3, 6]  # without it: at epoch ends only
+
+
+def test_max_minutes_stops_cleanly_and_the_run_resumes(tmp_path: Path, tiny_root: Path) -> None:
+    from core.config import load_config
+    from core.train.trainer import Trainer
+
+    out = tmp_path / "run"
+    Trainer(load_config(_config(tmp_path, tiny_root, max_minutes=1e-6)), out, progress_bar=False).fit()
+    status = json.loads(RunDir(out).status.read_text())
+    assert status["stop_reason"] == "max_minutes" and status["step"] == 1  # the budget is checked after each step
+    history = read_jsonl(RunDir(out).history)
+    assert len(history) == 1 and history[0]["partial"] is True and "val/total" in history[0]
+    assert RunDir(out).weights_file("best").exists() and RunDir(out).state.exists()
+    Trainer(load_config(RunDir(out).config, ["train.max_minutes=null"]), out, resume=True, progress_bar=False).fit()
+    status = json.loads(RunDir(out).status.read_text())
+    assert status["state"] == "finished" and status["step"] == 6 and status["stop_reason"] is None
+
+
+def test_sigterm_stops_with_a_resumable_run(tmp_path: Path, tiny_root: Path) -> None:
+    """What the Train page's Stop does to the training process: it ends at the next step, saves and says so."""
+    import signal
+    import time
+
+    out = tmp_path / "run"
+    process = subprocess.Popen([sys.executable, "-m", "core", "train", "--config",
+                                str(_config(tmp_path, tiny_root, epochs=200)), "--out", str(out)],
+                               cwd=ROOT, stdout=subprocess.DEVNULL, stderr=subprocess.PIPE, text=True,
+                               env={**os.environ, "OMP_NUM_THREADS": "1"})
+    try:
+        deadline = time.monotonic() + 120
+        while time.monotonic() < deadline:
+            if RunDir(out).status.exists() and json.loads(RunDir(out).status.read_text()).get("step", 0) >= 2:
+                break
+            time.sleep(0.1)
+        process.send_signal(signal.SIGTERM)
+        stderr = process.communicate(timeout=120)[1]
+    finally:
+        process.kill()
+    assert process.returncode == 0, stderr[-2000:]
+    status = json.loads(RunDir(out).status.read_text())
+    assert status["state"] == "stopped" and status["stop_reason"] == "stopped" and status["step"] < 600
+    stopped_at = status["step"]
+    from core.__main__ import main
+    assert main(["train", "--out", str(out), "--resume", f"train.max_steps={stopped_at + 2}"]) == 0
+    steps = [s["step"] for s in read_jsonl(RunDir(out).log)]
+    assert steps == list(range(1, stopped_at + 3))  # no step lost, none repeated
+    assert json.loads(RunDir(out).status.read_text())["step"] == stopped_at + 2
 
 
 @pytest.mark.slow
@@ -109,12 +229,12 @@ def test_two_process_ddp_agrees_on_weights(tmp_path: Path, tiny_root: Path) -> N
     assert status["state"] == "finished" and status["step"] == 2  # 12 samples / 2 ranks / batch 4 -> 2 steps
 
 
-def test_segmentation_only_dataset_trains_and_says_so(tmp_path: Path) -> None:
+def test_segmentation_only_dataset_trains_and_says_so(tmp_path: Path, capsys: pytest.CaptureFixture) -> None:
     root = make_idrid(tmp_path / "seg", FixtureSpec(seg={"train": 6}, grading={}))
     out = tmp_path / "run"
-    result = _cli("train", "--config", str(_config(tmp_path, root, epochs=1)), "--out", str(out))
-    assert result.returncode == 0, result.stderr[-2000:]
-    assert "the gate and the other expert are not trained" in result.stderr
+    code, stderr = _main(capsys, "train", "--config", str(_config(tmp_path, root, epochs=1)), "--out", str(out))
+    assert code == 0, stderr[-2000:]
+    assert "the gate and the other expert are not trained" in stderr
     history = read_jsonl(RunDir(out).history)
     assert "val/dice_OD" in history[-1] and "val/gate_acc" not in history[-1]
 
@@ -129,32 +249,35 @@ def test_segmentation_only_dataset_trains_and_says_so(tmp_path: Path) -> None:
         (["data.image_size=100"], "must be a multiple of 32"),
     ],
 )
-def test_bad_config_fails_with_one_line(tmp_path: Path, tiny_root: Path, overrides: list[str], message: str) -> None:
+def test_bad_config_fails_with_one_line(tmp_path: Path, tiny_root: Path, overrides: list[str], message: str,
+                                        capsys: pytest.CaptureFixture) -> None:
     out = tmp_path / "bad"
-    result = _cli("train", "--config", str(_config(tmp_path, tiny_root)), "--out", str(out), *overrides)
-    assert result.returncode == 2, result.stderr[-2000:]
-    assert message in result.stderr and "Traceback" not in result.stderr
+    code, stderr = _main(capsys, "train", "--config", str(_config(tmp_path, tiny_root)), "--out", str(out), *overrides)
+    assert code == 2, stderr[-2000:]
+    errors = [line for line in stderr.splitlines() if line.startswith("error: ")]
+    assert len(errors) == 1 and message in errors[0] and "Traceback" not in stderr  # one line says it
 
 
-def test_unreadable_dataset_fails_clearly(tmp_path: Path) -> None:
-    result = _cli("train", "--config", str(_config(tmp_path, tmp_path / "missing")), "--out", str(tmp_path / "r"))
-    assert result.returncode == 2 and "does not exist" in result.stderr
+def test_unreadable_dataset_fails_clearly(tmp_path: Path, capsys: pytest.CaptureFixture) -> None:
+    code, stderr = _main(capsys, "train", "--config", str(_config(tmp_path, tmp_path / "missing")),
+                         "--out", str(tmp_path / "r"))
+    assert code == 2 and "does not exist" in stderr
     status = json.loads((tmp_path / "r" / "status.json").read_text())
     assert status["state"] == "failed" and "does not exist" in status["error"]
 
 
-def test_nan_loss_fails_clearly(tmp_path: Path, tiny_root: Path) -> None:
+def test_nan_loss_fails_clearly(tmp_path: Path, tiny_root: Path, capsys: pytest.CaptureFixture) -> None:
     out = tmp_path / "nan"
-    result = _cli("train", "--config", str(_config(tmp_path, tiny_root)), "--out", str(out), "train.lr=1e30",
-                  "train.grad_clip=0")
-    assert result.returncode == 2, result.stderr[-2000:]
+    code, stderr = _main(capsys, "train", "--config", str(_config(tmp_path, tiny_root)), "--out", str(out),
+                         "train.lr=1e30", "train.grad_clip=0")
+    assert code == 2, stderr[-2000:]
     status = json.loads((out / "status.json").read_text())
     assert status["state"] == "failed" and "loss became nan" in status["error"].lower()
 
 
-def test_refuses_to_overwrite_a_trained_run(tmp_path: Path, tiny_root: Path) -> None:
+def test_refuses_to_overwrite_a_trained_run(tmp_path: Path, tiny_root: Path, capsys: pytest.CaptureFixture) -> None:
     out = tmp_path / "run"
     config = str(_config(tmp_path, tiny_root, epochs=1, max_steps=1))
-    assert _cli("train", "--config", config, "--out", str(out)).returncode == 0
-    again = _cli("train", "--config", config, "--out", str(out))
-    assert again.returncode == 2 and "already holds a trained run" in again.stderr
+    assert _main(capsys, "train", "--config", config, "--out", str(out))[0] == 0
+    code, stderr = _main(capsys, "train", "--config", config, "--out", str(out))
+    assert code == 2 and "already holds a trained run" in stderr

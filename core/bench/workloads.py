@@ -15,6 +15,7 @@ import torch
 from torch import nn
 
 from core.config import LossConfig, ModelConfig
+from core.data.layout import IGNORE_INDEX
 from core.model.factory import build_loss, build_model
 from core.model.gated import GatedMultiTaskModel, pool
 
@@ -57,8 +58,8 @@ def mixed_batch(setting: Setting, seed: int = 0) -> dict[str, torch.Tensor]:
         "task_vector": nn.functional.one_hot(task, 2).float(),
         "mask": mask,
         "mask_valid": is_seg,
-        "dr": torch.where(is_seg, -100, torch.randint(0, 5, (n,), generator=gen)),
-        "dme": torch.where(is_seg, -100, torch.randint(0, 3, (n,), generator=gen)),
+        "dr": torch.where(is_seg, IGNORE_INDEX, torch.randint(0, 5, (n,), generator=gen)),
+        "dme": torch.where(is_seg, IGNORE_INDEX, torch.randint(0, 3, (n,), generator=gen)),
     }
     return {k: v.to(setting.device) for k, v in batch.items()}
 

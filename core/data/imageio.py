@@ -1,6 +1,8 @@
 """Decoding fundus photographs and lesion masks in every form real files take.
 
-Images are returned as uint8 RGB arrays whatever their mode (grey, RGBA, palette, 16-bit); masks as bool arrays
+Images are returned as uint8 RGB arrays whatever their mode (grey, RGBA, palette, 16-bit, CMYK), turned upright as
+their EXIF orientation says (phones and some fundus cameras store the pixels sideways and a tag that rotates them),
+so that a prediction, its masks and the picture shown all agree with what a viewer sees; masks as bool arrays
 where any non-black colour is lesion (the official masks are 1-bit palette TIFFs that OpenCV reads as 0/76 and PIL
 as 0/1; copies in the wild are grey 0/255, RGB or RGBA). Every failure raises ``DataError`` naming the file.
 """
@@ -12,7 +14,7 @@ import warnings
 from pathlib import Path
 
 import numpy as np
-from PIL import Image, UnidentifiedImageError
+from PIL import Image, ImageOps, UnidentifiedImageError
 
 from core.errors import DataError
 
@@ -40,10 +42,36 @@ def open_image(source: str | Path | bytes, what: str) -> Image.Image:
         raise DataError(f"{what} {name} is not a readable image ({error.__class__.__name__}: {error})") from None
 
 
+# EXIF orientations 5-8 turn the stored pixels by a quarter turn (with or without a mirror): width and height swap.
+_EXIF_ORIENTATION = 0x0112
+_QUARTER_TURNS = (5, 6, 7, 8)
+
+
+def orientation(image: Image.Image) -> int:
+    """The EXIF orientation tag (1: upright, also when absent or unreadable)."""
+    try:
+        return int(image.getexif().get(_EXIF_ORIENTATION, 1) or 1)
+    except (OSError, ValueError, TypeError, SyntaxError):
+        return 1
+
+
+def oriented_size(image: Image.Image) -> tuple[int, int]:
+    """(width, height) as displayed: the stored size, swapped when the EXIF tag turns the picture a quarter."""
+    width, height = image.size
+    return (height, width) if orientation(image) in _QUARTER_TURNS else (width, height)
+
+
+def upright(image: Image.Image) -> Image.Image:
+    """The image turned as its EXIF orientation says (the same object when it is already upright)."""
+    if orientation(image) == 1:
+        return image
+    return ImageOps.exif_transpose(image)
+
+
 def image_size(path: str | Path, what: str = "image") -> tuple[int, int]:
-    """(width, height) from the header only: cheap enough to check every file of a dataset."""
+    """(width, height) as displayed, from the header only: cheap enough to check every file of a dataset."""
     with open_image(path, what) as image:
-        return image.size
+        return oriented_size(image)
 
 
 def is_complete(path: str | Path) -> bool:
@@ -81,7 +109,8 @@ def _to_uint8(array: np.ndarray) -> np.ndarray:
 
 
 def to_rgb_array(image: Image.Image) -> np.ndarray:
-    """Any PIL mode -> HxWx3 uint8 RGB; transparency is dropped (composited on black, the fundus border)."""
+    """Any PIL mode -> HxWx3 uint8 RGB, upright; transparency is composited on black (the fundus border)."""
+    image = upright(image)
     mode = image.mode
     if mode in ("I;16", "I;16B", "I;16L", "I", "F"):
         grey = _to_uint8(np.asarray(image))
@@ -134,7 +163,7 @@ def read_mask(path: str | Path) -> np.ndarray:
     try:
         with image:
             image.load()
-            return mask_from_pil(image)
+            return mask_from_pil(upright(image))
     except _DECODE_ERRORS as error:
         raise DataError(f"mask {path} does not decode ({error.__class__.__name__}: {error})") from None
 

@@ -14,6 +14,9 @@ from pathlib import Path
 LESIONS: tuple[str, ...] = ("MA", "HE", "EX", "SE", "OD")
 TASKS: tuple[str, ...] = ("segmentation", "classification")
 SPLITS: tuple[str, ...] = ("train", "test")
+# The grade label of a sample without grades: dropped by the cross-entropy (torch's default ignore_index) and by
+# every classification metric. One definition, so that the dataset, the loss and the metrics cannot disagree.
+IGNORE_INDEX = -100
 
 IMAGE_SUFFIXES = (".jpg", ".jpeg", ".png")
 MASK_SUFFIXES = (".tif", ".tiff", ".png", ".gif", ".bmp")

@@ -21,7 +21,7 @@ import cv2
 import numpy as np
 from PIL import Image
 
-from core.data.imageio import array_to_rgb, open_image, read_mask, to_rgb_array
+from core.data.imageio import array_to_rgb, open_image, oriented_size, read_mask, to_rgb_array
 from core.data.layout import LESIONS
 from core.errors import ConfigError, DataError
 
@@ -160,15 +160,16 @@ def decode_for_canvas(source: str | Path | bytes | Image.Image | np.ndarray, can
         rgb = array_to_rgb(source)
         return rgb, (rgb.shape[1], rgb.shape[0])
     if isinstance(source, Image.Image):
-        return to_rgb_array(source), source.size
+        return to_rgb_array(source), oriented_size(source)
     image = open_image(source, what)
     name = "uploaded bytes" if isinstance(source, bytes) else str(source)
     try:
         with image:
-            original = image.size
+            original = oriented_size(image)  # geometry is in the pixels a viewer sees (EXIF-turned)
             if image.format == "JPEG":
                 need = max(canvas[0] / original[0], canvas[1] / original[1]) * 1.5
-                image.draft("RGB", (math.ceil(original[0] * need), math.ceil(original[1] * need)))
+                stored = image.size  # draft() works on the stored frame; a turn only swaps its sides
+                image.draft("RGB", (math.ceil(stored[0] * need), math.ceil(stored[1] * need)))
             image.load()
             return to_rgb_array(image), original
     except (OSError, ValueError, SyntaxError) as error:

@@ -34,9 +34,8 @@ from sklearn.metrics import (
     precision_recall_fscore_support,
 )
 
-from core.data.layout import LESIONS, TASKS
+from core.data.layout import IGNORE_INDEX, LESIONS, TASKS
 
-IGNORE_INDEX = -100
 ROUTING_ROWS: tuple[str, ...] = (*TASKS, "both")  # true task of a sample: [1,0], [0,1], [1,1]
 PR_CURVE_POINTS = 200
 

@@ -37,9 +37,9 @@ import torch
 import torch.nn.functional as F
 from torch import nn
 
+from core.data.layout import IGNORE_INDEX
 from core.model.gated import ModelOutput
 
-IGNORE_INDEX = -100
 DiceMode = Literal["batch", "image"]
 
 

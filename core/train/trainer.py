@@ -40,6 +40,7 @@ from core.train import distributed
 from core.train.checkpoint import load_state, save_state, save_weights, set_rng_state
 from core.train.run_dir import RunDir, append_jsonl, read_jsonl, truncate_jsonl, write_status
 from core.train.schedule import warmup_cosine
+from core.train.selection import is_better
 from core.train.validation import LossMeter, OutcomeMeter, score
 
 log = logging.getLogger("core.train")
@@ -296,12 +297,7 @@ class Trainer:
         return metrics
 
     def _better(self, value: float | None, best: float | None) -> bool:
-        if value is None or not math.isfinite(value):
-            return False
-        if best is None:
-            return True
-        lower = self.config.train.best_metric.endswith("loss")
-        return value < best if lower else value > best
+        return is_better(value, best, self.config.train.best_metric)
 
     def _end_epoch(self, progress: Progress, train_seconds: float, images: int, partial: bool) -> dict[str, Any]:
         sums = distributed.reduce_sum(progress.train_sums, self.dist, self.device)
