@@ -8,15 +8,18 @@ from __future__ import annotations
 
 import math
 
-# Validation figures where more is better; every other one (val/total, val/seg, val/dr, ...) is a loss part.
-# (The names of loss parts never end in "loss", so a test on that suffix once picked the worst epoch for them.)
-HIGHER_IS_BETTER = ("acc", "score", "dice", "iou", "kappa", "aupr")
+from core.train.validation import LOSS_KEYS
+
+# The figures where less is better: every loss part the trainer logs (val/total, val/seg_dice, ...) and the share
+# of misrouted samples. Every other figure (val/score, val/gate_acc, val/dice_OD, ...) is better higher. Named,
+# not guessed from words: "seg_dice" is a loss although it says dice, and no loss part's name ends in "loss" (a
+# test on that suffix once made val/total pick the worst epoch).
+LOWER_IS_BETTER = frozenset((*LOSS_KEYS, "misrouted_rate"))
 
 
 def lower_is_better(metric: str) -> bool:
-    """Whether ``metric`` is a loss (the best epoch has the lowest) or a quality figure (the highest)."""
-    name = metric.rsplit("/", 1)[-1]
-    return not any(word in name for word in HIGHER_IS_BETTER)
+    """Whether ``metric`` (``val/<name>``) is a loss (the best epoch has the lowest) or a quality figure."""
+    return metric.split("/")[-1] in LOWER_IS_BETTER
 
 
 def is_better(value: float | None, best: float | None, metric: str) -> bool:
