@@ -17,8 +17,7 @@ from typing import Any, Literal
 import yaml
 
 from core.errors import ConfigError
-
-Route = Literal["oracle", "gate"]
+from core.vocabulary import LESIONS, NUM_DME_RISKS, NUM_DR_GRADES, NUM_LESIONS, TASKS, TrainRoute
 
 
 @dataclass
@@ -89,7 +88,7 @@ class TrainConfig:
     weight_decay: float = 0.05
     warmup_fraction: float = 0.05
     grad_clip: float = 1.0
-    route: Route = "oracle"
+    route: TrainRoute = "oracle"
     amp: Literal["auto", "bf16", "none"] = "auto"
     channels_last: bool = True
     device: Literal["auto", "cpu", "cuda"] = "auto"
@@ -249,15 +248,15 @@ def validate(config: Config) -> Config:
          "data.crop_probability and data.crop_on_lesion must lie in [0, 1]"),
         (len(config.model.decoder_channels) == 4, "model.decoder_channels must list 4 widths, one per block"),
         (all(c > 0 for c in config.model.decoder_channels), "model.decoder_channels must be positive"),
-        (config.loss.bce_pos_weight is None or len(config.loss.bce_pos_weight) == 5,
-         "loss.bce_pos_weight must list 5 values (MA, HE, EX, SE, OD)"),
-        (config.loss.dr_class_weights is None or len(config.loss.dr_class_weights) == 5,
-         "loss.dr_class_weights must list 5 values"),
-        (config.loss.dme_class_weights is None or len(config.loss.dme_class_weights) == 3,
-         "loss.dme_class_weights must list 3 values"),
+        (config.loss.bce_pos_weight is None or len(config.loss.bce_pos_weight) == NUM_LESIONS,
+         f"loss.bce_pos_weight must list {NUM_LESIONS} values ({', '.join(LESIONS)})"),
+        (config.loss.dr_class_weights is None or len(config.loss.dr_class_weights) == NUM_DR_GRADES,
+         f"loss.dr_class_weights must list {NUM_DR_GRADES} values"),
+        (config.loss.dme_class_weights is None or len(config.loss.dme_class_weights) == NUM_DME_RISKS,
+         f"loss.dme_class_weights must list {NUM_DME_RISKS} values"),
         (min(config.loss.seg_weight, config.loss.cls_weight, config.loss.gate_weight) >= 0,
          "loss weights must be >= 0"),
-        (bool(config.data.tasks) and set(config.data.tasks) <= {"segmentation", "classification"},
+        (bool(config.data.tasks) and set(config.data.tasks) <= set(TASKS),
          f"data.tasks must list segmentation and/or classification, not {config.data.tasks}"),
         (config.data.source != "folder" or bool(config.data.roots), "data.source 'folder' needs data.roots"),
         (config.data.source != "metadata" or bool(config.data.metadata), "data.source 'metadata' needs data.metadata"),

@@ -5,8 +5,9 @@ Everything here takes plain dicts, lists and numpy arrays (what ``history.jsonl`
 so the app pages only read files through ``core`` and display, and the figures can be tested without a browser.
 Nothing here reads files, imports streamlit or imports torch.
 
-Conventions: lesion colours and order from DESIGN.md (``LESION_COLOURS``), ``template="plotly_white"``, a title and
-axis titles on every figure; missing data gives a figure that says so instead of raising.
+Conventions: lesion colours and order from the lesion table in ``core.vocabulary`` (``LESION_COLOURS``),
+``template="plotly_white"``, a title and axis titles on every figure; missing data gives a figure that says so
+instead of raising.
 """
 
 from __future__ import annotations
@@ -21,9 +22,9 @@ import numpy as np
 import plotly.graph_objects as go
 from plotly.subplots import make_subplots
 
-LESION_COLOURS: dict[str, str] = {"MA": "#ff2d95", "HE": "#ff3b30", "EX": "#ffd60a", "SE": "#00e5ff", "OD": "#32d74b"}
-LESIONS: tuple[str, ...] = tuple(LESION_COLOURS)
-TASK_NAMES: tuple[str, ...] = ("segmentation", "classification")  # task ids 0 and 1
+from core.vocabulary import LESION_COLOURS, LESIONS
+from core.vocabulary import TASKS as TASK_NAMES  # noqa: F401  (task ids 0 and 1, for callers)
+
 TEMPLATE = "plotly_white"
 
 # Runs and metrics need colours that do not read as lesions; Plotly's own qualitative palette minus its reds.
@@ -194,6 +195,32 @@ def gate_accuracy(log: Sequence[Mapping[str, Any]], history: Sequence[Mapping[st
     fig.update_yaxes(range=[0, 1.02], tickformat=".0%")
     if not fig.data:
         _no_data(fig, "No gate accuracy logged yet")
+    return fig
+
+
+def step_curves(log: list[dict[str, Any]], keys: tuple[str, ...] = ("total", "seg", "cls", "gate"),
+                window: int = 10) -> go.Figure:
+    """Training losses per batch: faint raw values and a rolling mean over ``window`` batches."""
+    fig = go.Figure()
+    fig.update_layout(template=TEMPLATE, title="Training loss per step", xaxis_title="step",
+                      yaxis_title="loss", margin=dict(l=60, r=20, t=60, b=50))
+    for index, key in enumerate(keys):
+        pairs = [(r["step"], r[key]) for r in log if isinstance(r.get(key), (int, float)) and "step" in r]
+        if not pairs:
+            continue
+        steps, values = zip(*pairs, strict=True)
+        colour = SERIES_COLOURS[index % len(SERIES_COLOURS)]
+        values_array = np.asarray(values, dtype=np.float64)
+        sums = np.cumsum(np.insert(values_array, 0, 0.0))
+        ends = np.arange(1, len(values_array) + 1)
+        starts = np.maximum(ends - window, 0)
+        mean = (sums[ends] - sums[starts]) / (ends - starts)
+        fig.add_trace(go.Scatter(x=steps, y=values, mode="lines", name=f"{key} (batch)", opacity=0.25,
+                                 line=dict(color=colour, width=1), legendgroup=key, showlegend=False))
+        fig.add_trace(go.Scatter(x=steps, y=mean.tolist(), mode="lines", name=key, legendgroup=key,
+                                 line=dict(color=colour, width=2)))
+    if not fig.data:
+        fig.add_annotation(text="No step logged yet", x=0.5, y=0.5, xref="paper", yref="paper", showarrow=False)
     return fig
 
 

@@ -2,7 +2,7 @@
 
 The pages only lay these out: evaluation results read back from ``eval/<split>/``, the rows of the challenge-metric
 and misrouted tables, gallery tiles as RGB images, the Predict page's display image, overlay, Grad-CAM picture and
-downloads. Figures come from ``core.figures``; the one chart it lacks (losses per step) is here.
+downloads. Figures come from ``core.figures`` (``step_curves`` stays importable from here for the Train page).
 """
 
 from __future__ import annotations
@@ -16,21 +16,17 @@ from typing import Any
 
 import cv2
 import numpy as np
-import plotly.graph_objects as go
 from PIL import Image
 
 from core import figures
 from core.config import Config, load_config
-from core.data.layout import LESIONS
 from core.data.preprocess import decode_for_canvas
 from core.errors import DataError, StudioError
+from core.figures import step_curves  # noqa: F401  (the Train page's chart, moved to core.figures)
 from core.train.run_dir import RunDir
+from core.vocabulary import DME_NAMES, DR_NAMES, LESION_NAMES, LESIONS
 
 SYNTHETIC_NOTE = "trained on synthetic images only"
-DR_NAMES = ("0 none", "1 mild", "2 moderate", "3 severe", "4 proliferative")
-DME_NAMES = ("0 none", "1 far", "2 near")
-LESION_NAMES = {"MA": "microaneurysms", "HE": "haemorrhages", "EX": "hard exudates", "SE": "soft exudates",
-                "OD": "optic disc"}
 
 
 # -- runs and data ---------------------------------------------------------------------------------------------
@@ -64,34 +60,6 @@ def describe_dataset(data) -> dict[str, Any]:
         counts[split] = {"segmentation": sum(s.masks is not None for s in samples),
                          "classification": sum(s.dr_grade is not None for s in samples)}
     return {"line": describe(metadata), "counts": counts, "n": len(metadata.samples)}
-
-
-# -- training curves -------------------------------------------------------------------------------------------
-
-def step_curves(log: list[dict[str, Any]], keys: tuple[str, ...] = ("total", "seg", "cls", "gate"),
-                window: int = 10) -> go.Figure:
-    """Training losses per batch: faint raw values and a rolling mean over ``window`` batches."""
-    fig = go.Figure()
-    fig.update_layout(template=figures.TEMPLATE, title="Training loss per step", xaxis_title="step",
-                      yaxis_title="loss", margin=dict(l=60, r=20, t=60, b=50))
-    for index, key in enumerate(keys):
-        pairs = [(r["step"], r[key]) for r in log if isinstance(r.get(key), (int, float)) and "step" in r]
-        if not pairs:
-            continue
-        steps, values = zip(*pairs, strict=True)
-        colour = figures.SERIES_COLOURS[index % len(figures.SERIES_COLOURS)]
-        values_array = np.asarray(values, dtype=np.float64)
-        sums = np.cumsum(np.insert(values_array, 0, 0.0))
-        ends = np.arange(1, len(values_array) + 1)
-        starts = np.maximum(ends - window, 0)
-        mean = (sums[ends] - sums[starts]) / (ends - starts)
-        fig.add_trace(go.Scatter(x=steps, y=values, mode="lines", name=f"{key} (batch)", opacity=0.25,
-                                 line=dict(color=colour, width=1), legendgroup=key, showlegend=False))
-        fig.add_trace(go.Scatter(x=steps, y=mean.tolist(), mode="lines", name=key, legendgroup=key,
-                                 line=dict(color=colour, width=2)))
-    if not fig.data:
-        fig.add_annotation(text="No step logged yet", x=0.5, y=0.5, xref="paper", yref="paper", showarrow=False)
-    return fig
 
 
 def runs_table(runs: list) -> list[dict[str, Any]]:

@@ -7,7 +7,7 @@ import streamlit as st
 
 import app_support as ui
 from core import figures, views
-from core.data.layout import LESIONS
+from core.vocabulary import LESIONS
 
 ui.enter_page()
 st.title("Predict")

@@ -68,25 +68,29 @@ def test_broken_entry_is_recomputed(tmp_path: Path) -> None:
     assert PreprocessCache(tmp_path / "cache").get(image, masks, CONFIG) is not None
 
 
-def _rewrite(folder: str, image: str, root: str, barrier, seconds: float, results) -> None:
+WRITES, READS = 30, 30  # enough rounds for a torn entry to show (a planted in-place write tears within a few)
+
+
+def _rewrite(folder: str, image: str, root: str, barrier, done, results) -> None:
     """Write the entry again and again (remove, then a miss writes it), as loader workers of several runs do."""
     cache = PreprocessCache(folder)
     entry = cache.path_for(cache_key(Path(image), _masks(Path(root)), CONFIG))
     barrier.wait()
-    until = time.monotonic() + seconds
-    while time.monotonic() < until:
+    for _ in range(WRITES):
         entry.unlink(missing_ok=True)
         cache.get(Path(image), _masks(Path(root)), CONFIG)
+    done.set()
     results.put(("writes", cache.misses))
 
 
-def _read_raw(folder: str, image: str, root: str, barrier, seconds: float, results) -> None:
-    """Read the entry file directly, not through ``get`` (which would quietly recompute a torn one)."""
+def _read_raw(folder: str, image: str, root: str, barrier, done, results) -> None:
+    """Read the entry file directly, not through ``get`` (which would quietly recompute a torn one), for as long as
+    the writer writes, and at least READS whole reads; counts are what matter, not how fast a machine is."""
     entry = PreprocessCache(folder).path_for(cache_key(Path(image), _masks(Path(root)), CONFIG))
     whole = torn = 0
     barrier.wait()
-    until = time.monotonic() + seconds
-    while time.monotonic() < until:
+    deadline = time.monotonic() + 120  # a bound for a broken writer, never reached by a working one
+    while (not done.is_set() or whole < READS) and time.monotonic() < deadline:
         try:
             _decode(entry, CONFIG.width)
             whole += 1
@@ -101,16 +105,16 @@ def test_a_reader_never_sees_an_entry_half_written(tmp_path: Path) -> None:
     root = make_idrid(tmp_path / "data")
     image = seg_image(root, "IDRiD_01")
     context = mp.get_context("spawn")
-    barrier, results = context.Barrier(2), context.Queue()
-    args = (str(tmp_path / "cache"), str(image), str(root), barrier, 2.0, results)
+    barrier, done, results = context.Barrier(2), context.Event(), context.Queue()
+    args = (str(tmp_path / "cache"), str(image), str(root), barrier, done, results)
     workers = [context.Process(target=target, args=args) for target in (_rewrite, _read_raw)]
     for worker in workers:
         worker.start()
-    got = dict(results.get(timeout=120) for _ in workers)
+    got = dict(results.get(timeout=180) for _ in workers)
     for worker in workers:
         worker.join(timeout=60)
     whole, torn = got["reads"]
-    assert got["writes"] > 20 and whole > 20  # the two really raced
+    assert got["writes"] == WRITES and whole >= READS  # the two really raced
     assert torn == 0
     leftovers = [p for p in (tmp_path / "cache").rglob("*") if p.is_file() and not p.name.endswith(".npz")]
     assert leftovers == []  # no temporary files left behind

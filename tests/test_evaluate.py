@@ -185,3 +185,42 @@ def test_full_resolution_truth_is_each_lesions_own_file(tiny_run: Path) -> None:
     for code in LESIONS:
         expected = sum(int(read_mask(s.masks[code]).sum()) for s in segmented if s.masks.get(code))
         assert summary["segmentation"]["lesions"][code]["positive_pixels"] == expected, code
+
+
+def test_each_row_and_the_gate_summary_follow_from_the_gate_and_the_sample(tiny_run: Path) -> None:
+    """Route, misrouting, task and predicted grades recomputed here from the row's probabilities and the sample's
+    own task vector in the metadata: not the summary against the table both were written from."""
+    from core.data.metadata import load_metadata
+
+    summary = evaluate_run(tiny_run, "test", progress=False)
+    samples = {s.id: s for s in load_metadata(tiny_run / "metadata.json").split("test")}
+    rows = _rows(tiny_run)
+    assert summary["split"] == "test" and summary["weights"] == "best" and len(rows) == len(samples) == 10
+    misrouted = 0
+    for row in rows:
+        sample = samples[row["id"]]
+        gate = np.array([float(row["gate_p_segmentation"]), float(row["gate_p_classification"])])
+        assert gate.sum() == pytest.approx(1, abs=1e-4)
+        route = int(np.argmax(gate))
+        assert row["route"] == ("segmentation", "classification")[route]
+        assert float(row["gate_confidence"]) == pytest.approx(gate.max(), abs=1e-5)
+        wrong = sample.task_vector[route] == 0
+        assert row["misrouted"] == str(bool(wrong)), row["id"]
+        misrouted += wrong
+        assert row["task"] == ("both" if all(sample.task_vector) else sample.task)
+        for head, classes in (("dr", 5), ("dme", 3)):
+            probs = [float(row[f"{head}_p{k}"]) for k in range(classes)]
+            assert sum(probs) == pytest.approx(1, abs=1e-4) and int(row[f"{head}_pred"]) == int(np.argmax(probs))
+    assert 0 < misrouted < len(rows) or summary["gate"]["misrouted"] == misrouted  # both kinds seen, or said so
+    assert summary["gate"]["misrouted"] == misrouted
+    assert summary["gate"]["accuracy"] == pytest.approx(1 - misrouted / len(rows))
+    graded_only = [r for r in rows if samples[r["id"]].task == "classification" and all(samples[r["id"]].task_vector) is False]
+    by_grade: dict[str, list[bool]] = {}
+    for row in graded_only:
+        by_grade.setdefault(str(samples[row["id"]].dr_grade), []).append(row["misrouted"] == "False")
+    assert summary["gate"]["accuracy_by_dr_grade"] == {
+        grade: {"n": len(hits), "accuracy": sum(hits) / len(hits)} for grade, hits in sorted(by_grade.items())}
+    truth = [samples[r["id"]].dr_grade for r in rows if samples[r["id"]].dr_grade is not None]
+    predicted = [int(r["dr_pred"]) for r in rows if samples[r["id"]].dr_grade is not None]
+    assert summary["classification"]["dr"]["n"] == len(truth) == 6
+    assert summary["classification"]["dr"]["accuracy"] == pytest.approx(np.mean(np.array(truth) == np.array(predicted)))

@@ -238,3 +238,42 @@ def test_torchmetrics_cross_check() -> None:
         exact = float(binary_average_precision(torch.from_numpy(probs[index]).flatten(),
                                                torch.from_numpy(truth[index]).flatten().long()))
         assert abs(summary[lesion]["aupr"] - exact) < 0.005, lesion
+
+
+def test_scores_at_the_ends_of_0_1_keep_their_own_bins() -> None:
+    """A positive at 1.0 above a negative at 0.9985, and one at 0.0015 above a negative at 0.0: each pair ranks
+    right (AP 1) only if the first and the last of the 1000 bins are kept apart from their neighbours."""
+    for scores in ([1.0, 0.9985], [0.0015, 0.0]):
+        accumulator = SegmentationAccumulator(lesions=("MA",))
+        accumulator.add(np.array(scores, np.float32).reshape(1, 1, 2), np.array([True, False]).reshape(1, 1, 2))
+        assert accumulator.summary()["MA"]["aupr"] == pytest.approx(1.0), scores
+
+
+def test_a_nan_probability_counts_as_no_lesion() -> None:
+    """A NaN (a diverged model, a 0/0 in blending) must not light a pixel up: it scores as 0."""
+    probs = np.array([np.nan, 0.9, 0.2], np.float32).reshape(1, 1, 3)
+    truth = np.array([False, True, False]).reshape(1, 1, 3)
+    accumulator = SegmentationAccumulator(lesions=("EX",))
+    accumulator.add(probs, truth)
+    summary = accumulator.summary()["EX"]
+    assert summary["aupr"] == pytest.approx(1.0) and summary["dice"] == pytest.approx(1.0)
+
+
+def test_quadratic_kappa_weighs_grades_by_their_distance_even_when_some_are_absent() -> None:
+    """Grades 0, 1 and 4 only: the weights must be those of the 0-4 scale (a 1-vs-4 error costs 9, not 1)."""
+    truth, pred = [0, 1, 4, 4, 1, 0], [0, 4, 4, 1, 1, 0]
+    report = classification_report(truth, pred, 5)
+    from sklearn.metrics import cohen_kappa_score
+    assert report["kappa_quadratic"] == pytest.approx(cohen_kappa_score(truth, pred, labels=range(5), weights="quadratic"))
+    assert report["kappa_quadratic"] != pytest.approx(cohen_kappa_score(truth, pred, weights="quadratic"))
+
+
+def test_an_empty_report_has_every_key_of_a_full_one() -> None:
+    """The dashboard reads the same keys whether a split had graded images or not."""
+    full, empty = classification_report([0, 1, 2], [0, 1, 1], 3), classification_report([], [], 3)
+    assert set(empty) == set(full) and empty["n"] == 0 and empty["labels"] == [0, 1, 2] and empty["num_classes"] == 3
+    assert empty["support"] == [0, 0, 0] and empty["confusion_matrix"] == [[0] * 3] * 3
+    assert all(empty[k] is None for k in ("accuracy", "precision_macro", "recall_macro", "f1_macro", "kappa_quadratic",
+                                          "precision_per_class", "recall_per_class", "f1_per_class"))
+    assert full["precision_per_class"] == pytest.approx([1, 0.5, 0]) and full["recall_per_class"] == pytest.approx([1, 1, 0])
+    assert full["f1_per_class"] == pytest.approx([1, 2 / 3, 0])

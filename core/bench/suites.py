@@ -25,6 +25,7 @@ from core.bench.timing import interleaved_medians, median_seconds, synchronize
 from core.bench.workloads import Setting, gated_model, mixed_batch, single_task_models, steer_gate, train_step
 from core.data.cache import PreprocessCache
 from core.data.dataset import IdridDataset, collate
+from core.vocabulary import NUM_LESIONS
 
 ROOT = project_root()  # $IDRID_STUDIO_HOME, else this checkout, else the cwd (an installed package)
 
@@ -207,9 +208,9 @@ def _write_run(folder: Path, setting: Setting) -> Path:
 
 
 def all_outputs(predictor, data: bytes) -> dict:
-    """Bytes to everything a user sees: gate, both experts, five masks at the original size, the report."""
+    """Bytes to everything a user sees: gate, both experts, every lesion mask at the original size, the report."""
     prediction = predictor.predict(data, both=True)
-    for channel in range(5):
+    for channel in range(NUM_LESIONS):
         prediction.mask_original(channel)
     return prediction.report()
 

@@ -15,9 +15,9 @@ import torch
 from torch import nn
 
 from core.config import LossConfig, ModelConfig
-from core.data.layout import IGNORE_INDEX
 from core.model.factory import build_loss, build_model
 from core.model.gated import GatedMultiTaskModel, pool
+from core.vocabulary import IGNORE_INDEX
 
 
 @dataclass

@@ -6,6 +6,8 @@ import argparse
 import logging
 from pathlib import Path
 
+from core.vocabulary import LESIONS, NUM_DME_RISKS, NUM_DR_GRADES
+
 
 def register(subparsers: argparse._SubParsersAction) -> None:
     parser = subparsers.add_parser(
@@ -35,7 +37,9 @@ def register(subparsers: argparse._SubParsersAction) -> None:
 
 
 def format_summary(summary: dict) -> str:
-    lines = [f"{'split':<6} {'seg':>5} {'cls':>5} {'both':>5}  masks MA/HE/EX/SE/OD     DR 0/1/2/3/4          DME 0/1/2"]
+    grades = "DR " + "/".join(map(str, range(NUM_DR_GRADES)))
+    risks = "DME " + "/".join(map(str, range(NUM_DME_RISKS)))
+    lines = [f"{'split':<6} {'seg':>5} {'cls':>5} {'both':>5}  {'masks ' + '/'.join(LESIONS):<24} {grades:<21} {risks}"]
     for split in ("train", "val", "test"):
         part = summary[split]
         masks = "/".join(str(v) for v in part["masks"].values())

@@ -16,10 +16,10 @@ from pathlib import Path
 
 import numpy as np
 
-from core.data.layout import LESIONS
 from core.data.preprocess import Geometry, PreprocessConfig, decode_for_canvas, preprocess_image, preprocess_masks
 from core.errors import DataError
 from core.fileio import atomic_write_bytes
+from core.vocabulary import LESIONS
 
 # Bump when preprocessing changes in a way the config does not capture.
 CACHE_VERSION = 1

@@ -16,21 +16,12 @@ from dataclasses import dataclass
 
 import numpy as np
 
-from core.data.layout import LESIONS
 from core.errors import ConfigError
 
-
-# Structures a crop does not teach: the optic disc is a sixth of the image wide, so a crop shows a piece of it at
-# four times its whole-image size, which taught the whole-image disc prediction the wrong scale (docs/training.md).
-# It is learned on whole images, and predicted from the whole image.
-WHOLE_IMAGE_STRUCTURES = ("OD",)
-
-# Where a crop-trained run's prediction of each channel comes from: the whole canvas, the windows over the large
-# canvas, or the mean of both. Measured at full resolution on the validation split (11 real photographs) of three
-# runs (docs/training.md): haemorrhages were found better whole in all three (pixel AUPR 0.12-0.16 against 0.08 by
-# windows), large blot haemorrhages outgrowing a window's context; the mean of both scales was the best or level
-# for exudates; the disc is not learned on crops at all.
-PREDICTION_SOURCES = {"MA": "both", "HE": "whole", "EX": "both", "SE": "both", "OD": "whole"}
+# Structures a crop does not teach (WHOLE_IMAGE_STRUCTURES: the optic disc) and where a crop-trained run's
+# prediction of each channel comes from (PREDICTION_SOURCES) are columns of the lesion table, with the measurements
+# behind them: see core.vocabulary.
+from core.vocabulary import LESIONS, PREDICTION_SOURCES, WHOLE_IMAGE_STRUCTURES  # noqa: F401
 
 
 @dataclass(frozen=True)

@@ -17,10 +17,10 @@ from torch.utils.data import Dataset, default_collate
 
 from core.data.cache import Preprocessed, PreprocessCache
 from core.data.crops import CropPolicy, crop_channels, crop_origin
-from core.data.layout import IGNORE_INDEX, LESIONS
 from core.data.maskbits import pack_masks, unpack_masks
 from core.data.metadata import Sample
 from core.data.preprocess import PreprocessConfig
+from core.vocabulary import IGNORE_INDEX, LESIONS
 
 
 

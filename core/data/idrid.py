@@ -17,12 +17,11 @@ from pathlib import Path
 from core.data import layout
 from core.data.imageio import image_size, is_complete, read_image, read_mask
 from core.errors import DataError
+from core.vocabulary import LESIONS, NUM_DME_RISKS, NUM_DR_GRADES
 
 log = logging.getLogger(__name__)
 
-DR_GRADES = 5
-DME_RISKS = 3
-_MASK_NAME = re.compile(r"^(?P<id>.+?)_(?P<code>MA|HE|EX|SE|OD)$", re.IGNORECASE)
+_MASK_NAME = re.compile(rf"^(?P<id>.+?)_(?P<code>{'|'.join(LESIONS)})$", re.IGNORECASE)
 
 
 @dataclass(frozen=True)
@@ -79,7 +78,7 @@ class IdridIndex:
     def mask_counts(self, split: str = "train") -> dict[str, int]:
         return {
             code: sum(1 for r in self.segmentation if r.split == split and r.masks.get(code) is not None)
-            for code in layout.LESIONS
+            for code in LESIONS
         }
 
     def counts(self) -> dict[str, dict[str, int]]:
@@ -169,7 +168,7 @@ def _read_segmentation(root: Path, root_index: int, issues: _Collector, verify: 
                 continue
             if not _masks_match(found, size, path, issues, verify):
                 continue
-            full = {code: found.get(code) for code in layout.LESIONS}
+            full = {code: found.get(code) for code in LESIONS}
             records.append(SegmentationRecord(image_id, split, root_index, path, size, full))
     return records
 
@@ -238,8 +237,8 @@ def read_label_csv(csv_path: Path, issues: _Collector) -> list[_LabelRow]:
                 raise ValueError("has too few cells")
             name = cells[name_col]
             stem = Path(name).stem if Path(name).suffix.lower() in layout.IMAGE_SUFFIXES else name
-            dr = _parse_label(cells[dr_col], DR_GRADES, "Retinopathy grade")
-            dme = _parse_label(cells[dme_col], DME_RISKS, "Risk of macular edema")
+            dr = _parse_label(cells[dr_col], NUM_DR_GRADES, "Retinopathy grade")
+            dme = _parse_label(cells[dme_col], NUM_DME_RISKS, "Risk of macular edema")
         except ValueError as error:
             issues.add(f"{csv_path}, line {line}", str(error))
             continue

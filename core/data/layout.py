@@ -11,24 +11,13 @@ import re
 from dataclasses import dataclass, field
 from pathlib import Path
 
-LESIONS: tuple[str, ...] = ("MA", "HE", "EX", "SE", "OD")
-TASKS: tuple[str, ...] = ("segmentation", "classification")
+# LESIONS, TASKS and IGNORE_INDEX are re-exported for the modules and tests that import them from here.
+from core.vocabulary import IGNORE_INDEX, LESION_FOLDER_WORDS, LESIONS, TASKS  # noqa: F401
+
 SPLITS: tuple[str, ...] = ("train", "test")
-# The grade label of a sample without grades: dropped by the cross-entropy (torch's default ignore_index) and by
-# every classification metric. One definition, so that the dataset, the loss and the metrics cannot disagree.
-IGNORE_INDEX = -100
 
 IMAGE_SUFFIXES = (".jpg", ".jpeg", ".png")
 MASK_SUFFIXES = (".tif", ".tiff", ".png", ".gif", ".bmp")
-
-# Words that identify a lesion's ground-truth folder (British and American spellings both occur).
-LESION_FOLDER_WORDS: dict[str, tuple[str, ...]] = {
-    "MA": ("microaneurysm",),
-    "HE": ("haemorrhage", "hemorrhage"),
-    "EX": ("hard exudate",),
-    "SE": ("soft exudate",),
-    "OD": ("optic disc", "optic disk"),
-}
 
 
 def _norm(name: str) -> str:

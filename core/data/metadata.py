@@ -1,7 +1,10 @@
 """The balanced metadata file: one JSON that says which sample is in which split, with which labels and weight.
 
 Training, evaluation and the app all read samples through this file, so a split is decided once (seeded) and the
-same everywhere. Schema ``idrid-metadata/1`` is specified in DESIGN.md.
+same everywhere. Schema ``idrid-metadata/1`` (``SCHEMA``, checked by ``parse_metadata``): one JSON object with the
+``schema``, the ``root`` folder (a list when the halves sit apart), ``lesions``, ``tasks``, the split settings, a
+``summary`` and ``samples``: one entry per sample with its id, split, task and task vector, image and mask paths
+relative to its root (``root`` is then an index into the list), grades (null without), image size and training weight.
 """
 
 from __future__ import annotations
@@ -15,10 +18,10 @@ from pathlib import Path
 from typing import Any
 
 from core.data.idrid import GradingRecord, IdridIndex, SegmentationRecord
-from core.data.layout import LESIONS, TASKS
 from core.data.twins import photograph_groups
 from core.errors import DataError
 from core.fileio import atomic_write_text
+from core.vocabulary import LESIONS, NUM_DME_RISKS, NUM_DR_GRADES, TASKS
 
 SCHEMA = "idrid-metadata/1"
 SPLITS = ("train", "val", "test")
@@ -216,8 +219,8 @@ def _summary(entries: list[dict[str, Any]], index: IdridIndex) -> dict[str, Any]
             "classification": len(cls),
             "both": sum(1 for e in seg if e["dr_grade"] is not None),
             "masks": {code: sum(1 for e in seg if e["masks"][code] is not None) for code in LESIONS},
-            "dr_grade": {str(g): sum(1 for e in cls if e["dr_grade"] == g) for g in range(5)},
-            "dme_risk": {str(g): sum(1 for e in cls if e["dme_risk"] == g) for g in range(3)},
+            "dr_grade": {str(g): sum(1 for e in cls if e["dr_grade"] == g) for g in range(NUM_DR_GRADES)},
+            "dme_risk": {str(g): sum(1 for e in cls if e["dme_risk"] == g) for g in range(NUM_DME_RISKS)},
         }
     summary["labels_without_images"] = dict(index.labels_without_images)
     summary["skipped"] = [str(p) for p in index.problems]

@@ -22,8 +22,8 @@ import numpy as np
 from PIL import Image
 
 from core.data.imageio import array_to_rgb, open_image, oriented_size, read_mask, to_rgb_array
-from core.data.layout import LESIONS
 from core.errors import ConfigError, DataError
+from core.vocabulary import LESIONS
 
 ClaheMode = Literal["none", "luminance", "green", "luminance+green"]
 CLAHE_MODES = ("none", "luminance", "green", "luminance+green")

@@ -15,9 +15,9 @@ from pathlib import Path
 from core import project_root
 from core.config import DataConfig, SynthConfig
 from core.data.idrid import read_idrid
-from core.data.layout import TASKS
 from core.data.metadata import Metadata, build_metadata, load_metadata, only_tasks, parse_metadata
 from core.errors import DataError
+from core.vocabulary import TASKS
 
 PROJECT_ROOT = project_root()  # $IDRID_STUDIO_HOME, else this checkout, else the cwd (an installed package)
 _MARKER = ".synthetic-complete.json"

@@ -8,11 +8,11 @@ from pathlib import Path
 
 import numpy as np
 
-from core.data.layout import LESIONS
 from core.data.metadata import Metadata
 from core.errors import DataError
-from core.evaluate.runner import DME_NAMES, DR_NAMES, mask_file
+from core.evaluate.runner import mask_file
 from core.train.run_dir import RunDir
+from core.vocabulary import DME_NAMES, DR_NAMES, LESIONS
 
 
 @dataclass

@@ -18,9 +18,9 @@ from PIL import Image
 from tqdm import tqdm
 
 from core.data.imageio import read_image
-from core.data.layout import TASKS
 from core.data.metadata import Sample
 from core.infer.predictor import Predictor
+from core.vocabulary import TASKS
 
 GRADING_REDUCTION = 4
 GRADING_JPEG_QUALITY = 92

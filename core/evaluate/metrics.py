@@ -15,6 +15,7 @@ Why these choices:
 * Dice and IoU are reported both pooled over pixels (large lesions dominate, the IDRiD-challenge style) and as a
   mean over images (every image counts once). An image where a lesion is absent from both truth and prediction
   says nothing about that lesion and is left out of its mean; the count of images used is reported beside it.
+  ``dice_iou`` / ``dice_iou_counts`` hold that rule, for the accumulator and the runner's per-image rows alike.
 * Undefined values (no samples, a kappa of a single class, no positive pixel) are ``None``, never NaN, so the
   results survive ``json.dumps`` and the app can show "n/a".
 """
@@ -34,7 +35,7 @@ from sklearn.metrics import (
     precision_recall_fscore_support,
 )
 
-from core.data.layout import IGNORE_INDEX, LESIONS, TASKS
+from core.vocabulary import IGNORE_INDEX, LESIONS, TASKS
 
 ROUTING_ROWS: tuple[str, ...] = (*TASKS, "both")  # true task of a sample: [1,0], [0,1], [1,1]
 PR_CURVE_POINTS = 200
@@ -46,10 +47,6 @@ def _finite_or_none(value: Any) -> float | None:
         return None
     value = float(value)
     return value if math.isfinite(value) else None
-
-
-def _ratio(numerator: float, denominator: float) -> float | None:
-    return float(numerator) / float(denominator) if denominator > 0 else None
 
 
 def _labelled(y_true: Sequence[int], *others: Sequence[int]) -> tuple[np.ndarray, ...]:
@@ -128,6 +125,27 @@ def joint_accuracy(dr_true: Sequence[int], dr_pred: Sequence[int],
 # Segmentation
 # --------------------------------------------------------------------------------------------------------------
 
+def dice_iou_counts(intersection: int, predicted: int, truth: int) -> tuple[float | None, float | None]:
+    """Dice and IoU from pixel counts (overlap, predicted positives, true positives).
+
+    Both are None when the lesion is absent from both truth and prediction: such pixels say nothing about the
+    lesion, and a 1 (or a 0) would move every mean it enters. A lesion predicted but absent from the truth, or
+    present but missed, scores 0.
+    """
+    total = predicted + truth
+    if total <= 0:
+        return None, None
+    return 2.0 * intersection / total, intersection / (total - intersection)
+
+
+def dice_iou(predicted: np.ndarray, truth: np.ndarray) -> tuple[float | None, float | None]:
+    """Dice and IoU of two boolean masks of one lesion; None, None when it is absent from both (``dice_iou_counts``)."""
+    predicted = np.asarray(predicted, dtype=bool)
+    truth = np.asarray(truth, dtype=bool)
+    return dice_iou_counts(int(np.count_nonzero(predicted & truth)), int(np.count_nonzero(predicted)),
+                           int(np.count_nonzero(truth)))
+
+
 class SegmentationAccumulator:
     """Per-lesion Dice / IoU (pooled and per image) and binned pixel AUPR, fed one image at a time.
 
@@ -185,9 +203,10 @@ class SegmentationAccumulator:
         self.intersection[index] += inter
         self.predicted[index] += pred_sum
         self.positive[index] += truth_sum
-        if pred_sum + truth_sum > 0:  # an image where the lesion is nowhere says nothing about it
-            self.image_dice[index].append(2.0 * inter / (pred_sum + truth_sum))
-            self.image_iou[index].append(inter / (pred_sum + truth_sum - inter))
+        dice, iou = dice_iou_counts(inter, pred_sum, truth_sum)
+        if dice is not None:  # an image where the lesion is nowhere says nothing about it
+            self.image_dice[index].append(dice)
+            self.image_iou[index].append(iou)
 
     def merge(self, other: SegmentationAccumulator) -> SegmentationAccumulator:
         """Fold in another accumulator with the same settings (e.g. from another worker or rank)."""
@@ -208,9 +227,10 @@ class SegmentationAccumulator:
             inter, pred_sum, truth_sum = (int(a[index]) for a in (self.intersection, self.predicted, self.positive))
             dice_list, iou_list = self.image_dice[index], self.image_iou[index]
             aupr, curve = binned_precision_recall(self.hist_pos[index], self.hist_neg[index], curve_points)
+            dice, iou = dice_iou_counts(inter, pred_sum, truth_sum)  # pooled over every pixel of every image
             out[lesion] = {
-                "dice": _ratio(2 * inter, pred_sum + truth_sum),
-                "iou": _ratio(inter, pred_sum + truth_sum - inter),
+                "dice": dice,
+                "iou": iou,
                 "dice_mean": float(np.mean(dice_list)) if dice_list else None,
                 "iou_mean": float(np.mean(iou_list)) if iou_list else None,
                 "images": len(dice_list),

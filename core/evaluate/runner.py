@@ -24,7 +24,6 @@ from tqdm import tqdm
 from core.data.cache import PreprocessCache, default_cache_dir
 from core.data.dataset import IdridDataset, collate
 from core.data.imageio import read_mask
-from core.data.layout import LESIONS, TASKS
 from core.data.metadata import Metadata, load_metadata
 from core.data.sources import resolve_metadata
 from core.errors import DataError
@@ -33,15 +32,14 @@ from core.evaluate.metrics import (
     SegmentationAccumulator,
     accuracy_by_group,
     classification_report,
+    dice_iou,
     joint_accuracy,
     routing_report,
 )
 from core.fileio import atomic_write, atomic_write_text
 from core.infer.predictor import Predictor
 from core.train.run_dir import RunDir
-
-DR_NAMES = ("0 none", "1 mild", "2 moderate", "3 severe", "4 proliferative")
-DME_NAMES = ("0 none", "1 far", "2 near")
+from core.vocabulary import DME_NAMES, DR_NAMES, LESIONS, NUM_DME_RISKS, NUM_DR_GRADES, TASKS
 
 
 def run_metadata(run: RunDir, config_data: Any, data: Path | None, progress: bool) -> Metadata:
@@ -115,12 +113,8 @@ class _Rows:
 
 
 def _image_dice(probs: np.ndarray, truth: np.ndarray) -> dict[str, float | None]:
-    out: dict[str, float | None] = {}
-    for channel, code in enumerate(LESIONS):
-        predicted, actual = probs[channel] >= 0.5, truth[channel]
-        denominator = predicted.sum() + actual.sum()
-        out[code] = None if denominator == 0 else float(2 * (predicted & actual).sum() / denominator)
-    return out
+    """Per lesion, the Dice of one image for predictions.csv (None where the lesion is absent from both)."""
+    return {code: dice_iou(probs[channel] >= 0.5, truth[channel])[0] for channel, code in enumerate(LESIONS)}
 
 
 def evaluate_run(run_dir: Path | str, split: str = "test", data: Path | None = None, full_res: bool = False,
@@ -215,8 +209,10 @@ def _summarise(rows: list[dict[str, Any]], accumulator: SegmentationAccumulator,
                  "accuracy_by_dr_grade": accuracy_by_group(
                      [not r["misrouted"] for r in graded_only], [r["dr_true"] for r in graded_only])},
         "classification": {
-            "dr": classification_report([r["dr_true"] for r in graded], [r["dr_pred"] for r in graded], 5),
-            "dme": classification_report([r["dme_true"] for r in graded], [r["dme_pred"] for r in graded], 3),
+            "dr": classification_report([r["dr_true"] for r in graded], [r["dr_pred"] for r in graded],
+                                        NUM_DR_GRADES),
+            "dme": classification_report([r["dme_true"] for r in graded], [r["dme_pred"] for r in graded],
+                                         NUM_DME_RISKS),
             "joint_accuracy": joint_accuracy([r["dr_true"] for r in graded], [r["dr_pred"] for r in graded],
                                              [r["dme_true"] for r in graded], [r["dme_pred"] for r in graded]),
             "dr_labels": list(DR_NAMES), "dme_labels": list(DME_NAMES), "source": grades_source,

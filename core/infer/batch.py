@@ -15,10 +15,10 @@ import numpy as np
 from PIL import Image
 from tqdm import tqdm
 
-from core.data.layout import LESIONS
 from core.errors import DataError, StudioError
 from core.fileio import atomic_write, atomic_write_bytes
 from core.infer.predictor import Predictor
+from core.vocabulary import LESIONS
 
 INPUT_SUFFIXES = (".jpg", ".jpeg", ".png", ".tif", ".tiff", ".bmp")
 

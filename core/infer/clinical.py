@@ -3,7 +3,8 @@
 The implied DME follows the IDRiD definition (0: no hard exudate; 1: hard exudates farther than one disc diameter
 from the centre of the macula; 2: within one disc diameter), with the fovea placed from the optic disc: about 2.5
 disc diameters temporal to the disc centre (towards the middle of the photograph, since the disc sits on the nasal
-side) and slightly below it. Shown beside the classifier's DME it gives a second opinion a clinician can check.
+side) and slightly below it (``FOVEA_*`` in ``core.vocabulary``). Shown beside the classifier's DME it gives a
+second opinion a clinician can check.
 """
 
 from __future__ import annotations
@@ -13,10 +14,7 @@ from dataclasses import asdict, dataclass
 import cv2
 import numpy as np
 
-from core.data.layout import LESIONS
-
-FOVEA_DISC_DIAMETERS = 2.5
-FOVEA_BELOW_DISC_DIAMETERS = 0.25
+from core.vocabulary import FOVEA_BELOW_DISC_DIAMETERS, FOVEA_DISC_DIAMETERS, LESIONS
 
 
 @dataclass(frozen=True)

@@ -19,9 +19,7 @@ import torch
 from PIL import Image
 
 from core.config import Config, load_config
-from core.data.crops import PREDICTION_SOURCES
 from core.data.dataset import normalize
-from core.data.layout import LESIONS, TASKS
 from core.data.preprocess import Geometry, PreprocessConfig, decode_for_canvas, preprocess_image
 from core.errors import ConfigError
 from core.infer.clinical import ImpliedDme, LesionStats, implied_dme, lesion_stats
@@ -32,6 +30,7 @@ from core.model.factory import build_model, model_signature
 from core.model.gated import GatedMultiTaskModel
 from core.train.checkpoint import load_weights
 from core.train.run_dir import RunDir, trained_tasks
+from core.vocabulary import LESIONS, PREDICTION_SOURCES, TASKS
 
 ImageInput = str | Path | bytes | Image.Image | np.ndarray
 SMALL_IMAGE = 256  # below this short side a photograph holds too little detail for lesions

@@ -12,6 +12,8 @@ from collections.abc import Callable
 import numpy as np
 import torch
 
+from core.vocabulary import NUM_LESIONS
+
 
 def positions(length: int, window: int, stride: int) -> list[int]:
     """Window starts covering ``[0, length)``; the last window is flush with the end."""
@@ -32,7 +34,7 @@ def blend_weights(height: int, width: int, floor: float = 0.05) -> torch.Tensor:
 
 @torch.no_grad()
 def sliding_window(segment: Callable[[torch.Tensor], torch.Tensor], image: torch.Tensor, window: int,
-                   overlap: float = 0.25, batch_size: int = 4, channels: int = 5) -> torch.Tensor:
+                   overlap: float = 0.25, batch_size: int = 4, channels: int = NUM_LESIONS) -> torch.Tensor:
     """Blend ``segment`` (crops (n, 3, w, w) -> logits (n, C, w, w)) over a (3, H, W) image; returns (C, H, W)
     probabilities. At most ``batch_size`` windows are in memory at once."""
     if not 0 <= overlap < 1:

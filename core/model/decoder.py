@@ -27,7 +27,7 @@ import torch
 import torch.nn.functional as F
 from torch import nn
 
-NUM_LESIONS = 5  # MA, HE, EX, SE, OD
+from core.vocabulary import NUM_LESIONS  # one output channel per lesion of the lesion table
 
 
 def _groups(channels: int, max_groups: int = 8) -> int:

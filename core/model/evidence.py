@@ -18,15 +18,15 @@ import cv2
 import numpy as np
 from safetensors.numpy import load_file, save
 
-from core.data.layout import LESIONS
 from core.errors import ConfigError
 from core.fileio import atomic_write_bytes
 from core.infer.clinical import implied_dme
+from core.vocabulary import LESIONS, NUM_DME_RISKS, NUM_DR_GRADES
 
 GRADER_FILE = "grader.safetensors"
 _PER_LESION = ("mean", "max", "area>0.5", "log components>0.5", "log pixels>0.2")
-FEATURES: tuple[str, ...] = tuple(f"{code} {name}" for code in LESIONS for name in _PER_LESION) + (
-    "implied DME 0", "implied DME 1", "implied DME 2", "exudate to fovea (disc diameters)")
+FEATURES: tuple[str, ...] = tuple(f"{code} {name}" for code in LESIONS for name in _PER_LESION) + tuple(
+    f"implied DME {risk}" for risk in range(NUM_DME_RISKS)) + ("exudate to fovea (disc diameters)",)
 NO_EXUDATE_DISTANCE = 9.0  # disc diameters: farther than any exudate on a photograph
 
 
@@ -39,7 +39,7 @@ def lesion_evidence(probs: np.ndarray) -> np.ndarray:
         features += [float(channel.mean()), float(channel.max()), float(mask.mean()), float(np.log1p(components)),
                      float(np.log1p((channel > 0.2).sum()))]
     implied = implied_dme(probs > 0.5)
-    features += [float(implied.risk == risk) for risk in range(3)]
+    features += [float(implied.risk == risk) for risk in range(NUM_DME_RISKS)]
     features.append(implied.nearest_exudate_dd if implied.nearest_exudate_dd is not None else NO_EXUDATE_DISTANCE)
     return np.asarray(features, dtype=np.float64)
 
@@ -112,7 +112,7 @@ def fit_grader(features: np.ndarray, dr: np.ndarray, dme: np.ndarray, c: float =
             weight[model.classes_[1]], bias[model.classes_] = model.coef_[0], (0.0, model.intercept_[0])
         return weight, bias
 
-    dr_weight, dr_bias = heads(np.asarray(dr), 5)
-    dme_weight, dme_bias = heads(np.asarray(dme), 3)
+    dr_weight, dr_bias = heads(np.asarray(dr), NUM_DR_GRADES)
+    dme_weight, dme_bias = heads(np.asarray(dme), NUM_DME_RISKS)
     return EvidenceGrader(mean, scale, dr_weight, dr_bias, dme_weight, dme_bias)
 

@@ -9,7 +9,7 @@ from __future__ import annotations
 import torch
 from torch import nn
 
-NUM_TASKS = 2  # 0 = segmentation, 1 = classification
+from core.vocabulary import NUM_TASKS  # 0 = segmentation, 1 = classification
 
 
 class Gate(nn.Module):

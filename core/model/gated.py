@@ -17,20 +17,20 @@ from __future__ import annotations
 from collections.abc import Sequence
 from dataclasses import dataclass, fields, replace
 from pathlib import Path
-from typing import Literal
 
 import torch
 from torch import nn
 
 from core.model.backbone import Backbone
-from core.model.decoder import NUM_LESIONS, UnetDecoder
-from core.model.gate import NUM_TASKS, Gate
-from core.model.heads import NUM_DME_RISKS, NUM_DR_GRADES, ClassificationHead
+from core.model.decoder import UnetDecoder
+from core.model.gate import Gate
+from core.model.heads import ClassificationHead
+from core.vocabulary import (CLASSIFICATION, FORWARD_ROUTES, NUM_DME_RISKS, NUM_DR_GRADES, NUM_LESIONS, NUM_TASKS,
+                             SEGMENTATION, ForwardRoute)
 
-Route = Literal["gate", "oracle", "both"]
-ROUTES = ("gate", "oracle", "both")
+Route = ForwardRoute  # the forward pass's routes (core.vocabulary keeps them apart from training's train.route)
+ROUTES = FORWARD_ROUTES
 POOLINGS = ("avg", "multiscale")
-SEGMENTATION, CLASSIFICATION = 0, 1
 
 
 @dataclass

@@ -10,8 +10,7 @@ from __future__ import annotations
 import torch
 from torch import nn
 
-NUM_DR_GRADES = 5  # ICDR 0-4
-NUM_DME_RISKS = 3  # IDRiD 0-2
+from core.vocabulary import NUM_DME_RISKS, NUM_DR_GRADES  # ICDR 0-4, IDRiD 0-2
 
 
 class ClassificationHead(nn.Module):

@@ -37,8 +37,8 @@ import torch
 import torch.nn.functional as F
 from torch import nn
 
-from core.data.layout import IGNORE_INDEX
 from core.model.gated import ModelOutput
+from core.vocabulary import IGNORE_INDEX, NUM_DME_RISKS, NUM_DR_GRADES, NUM_LESIONS
 
 DiceMode = Literal["batch", "image"]
 
@@ -120,9 +120,9 @@ class MultiTaskLoss(nn.Module):
         dme_class_weights: Sequence[float] | None = None,
         dice: DiceMode = "batch",
         dice_smooth: float = 1.0,
-        num_lesions: int = 5,
-        num_dr: int = 5,
-        num_dme: int = 3,
+        num_lesions: int = NUM_LESIONS,
+        num_dr: int = NUM_DR_GRADES,
+        num_dme: int = NUM_DME_RISKS,
     ) -> None:
         super().__init__()
         if dice not in ("batch", "image"):

@@ -22,9 +22,11 @@ from core.data.metadata import Sample
 from core.errors import DataError
 from core.evaluate.metrics import classification_report, joint_accuracy
 from core.evaluate.runner import run_metadata
+from core.fileio import atomic_write_text
 from core.infer.predictor import Predictor
 from core.model.evidence import GRADER_FILE, EvidenceGrader, fit_grader, lesion_evidence
 from core.train.run_dir import RunDir
+from core.vocabulary import NUM_DME_RISKS, NUM_DR_GRADES
 
 
 @torch.no_grad()
@@ -59,7 +61,7 @@ def fit_run_grader(run_dir: Path | str, weights: str = "best", progress: bool = 
     val = [s for s in metadata.split("val") if s.dr_grade is not None]
     if val:
         report["val"] = _val_report(predictor, grader, val, progress)
-    (run.weights / "grader.json").write_text(json.dumps(report, indent=1) + "\n")
+    atomic_write_text(run.weights / "grader.json", json.dumps(report, indent=1) + "\n")
     return report
 
 
@@ -67,7 +69,7 @@ def _val_report(predictor: Predictor, grader: EvidenceGrader, val: list[Sample],
     dr_probs, dme_probs = grader.predict_proba(collect_evidence(predictor, val, progress))
     dr_true, dme_true = [s.dr_grade for s in val], [s.dme_risk for s in val]
     dr_pred, dme_pred = dr_probs.argmax(1).tolist(), dme_probs.argmax(1).tolist()
-    dr = classification_report(dr_true, dr_pred, 5)
-    dme = classification_report(dme_true, dme_pred, 3)
+    dr = classification_report(dr_true, dr_pred, NUM_DR_GRADES)
+    dme = classification_report(dme_true, dme_pred, NUM_DME_RISKS)
     return {"n": len(val), "dr_accuracy": dr["accuracy"], "dr_kappa": dr["kappa_quadratic"],
             "dme_accuracy": dme["accuracy"], "joint_accuracy": joint_accuracy(dr_true, dr_pred, dme_true, dme_pred)}

@@ -1,4 +1,4 @@
-"""A run folder (``checkpoints/NAME``) and the files in it, as DESIGN.md lays them out.
+"""A run folder (``checkpoints/NAME``) and the files in it: ``RunDir`` names every one (config, status, logs, weights).
 
 Whole files (config, status, weights, state) are written atomically. The two JSON-lines logs grow by appending
 one complete line per write, so a reader may at worst see a last line cut by a kill; ``read_jsonl`` skips it.
@@ -14,6 +14,7 @@ from pathlib import Path
 from typing import Any
 
 from core.fileio import atomic_write_text
+from core.vocabulary import TASKS
 
 STATES = ("pending", "running", "finished", "failed", "stopped")
 
@@ -115,7 +116,7 @@ def trained_tasks(run: RunDir) -> tuple[str, ...]:
     A run trained on one task never trained its gate (its target was constant), so whoever predicts with it must
     route to that expert instead of asking the gate. Both tasks when the run has no readable split.
     """
-    both = ("segmentation", "classification")
+    both = TASKS
     try:
         document = json.loads(run.metadata.read_text(encoding="utf-8"))
         vectors = [s["task_vector"] for s in document["samples"] if s.get("split") == "train"]

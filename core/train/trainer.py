@@ -27,7 +27,6 @@ from core.data.augment import build_augmentation
 from core.data.cache import PreprocessCache, default_cache_dir
 from core.data.crops import CropPolicy
 from core.data.dataset import IdridDataset, collate
-from core.data.layout import TASKS
 from core.data.metadata import Metadata, load_metadata, write_metadata
 from core.data.preprocess import PreprocessConfig
 from core.data.sampling import DistributedWeightedSampler, weighted_sampler
@@ -38,10 +37,11 @@ from core.model.backbone import backbone_normalization
 from core.model.factory import build_loss, build_model, model_signature
 from core.train import distributed
 from core.train.checkpoint import load_state, save_state, save_weights, set_rng_state
-from core.train.run_dir import RunDir, append_jsonl, read_jsonl, truncate_jsonl, write_status
+from core.train.run_dir import RunDir, append_jsonl, truncate_jsonl, write_status
 from core.train.schedule import warmup_cosine
 from core.train.selection import is_better
 from core.train.validation import LossMeter, OutcomeMeter, score
+from core.vocabulary import TASKS
 
 log = logging.getLogger("core.train")
 
@@ -501,7 +501,3 @@ def train_from_files(config_path: Path | None, overrides: list[str], out: Path |
         config = load_config(config_path, overrides)
     out = out or Path("checkpoints") / config.name
     return Trainer(config, out, resume=resume, overwrite=overwrite).fit()
-
-
-def read_history(run: Path) -> list[dict[str, Any]]:
-    return read_jsonl(RunDir(Path(run)).history)

@@ -12,8 +12,8 @@ from typing import Any
 
 import torch
 
-from core.data.layout import LESIONS
 from core.model.gated import ModelOutput
+from core.vocabulary import LESIONS
 
 # Loss parts averaged per batch in the history; counts are summed.
 LOSS_KEYS = ("total", "seg", "seg_bce", "seg_dice", "cls", "dr", "dme", "gate", "gate_ce", "gate_entropy")
@@ -82,7 +82,15 @@ class OutcomeMeter:
 
     @staticmethod
     def summarise(sums: Mapping[str, float], prefix: str) -> dict[str, float]:
-        """Accuracies and pooled Dice; a lesion absent from both truth and prediction has no Dice (not 1)."""
+        """Accuracies and pooled Dice; a lesion absent from the split's truth has no Dice (neither 1 nor 0).
+
+        This is deliberately not the rule of ``core.evaluate.metrics.dice_iou`` (no value only where a lesion is
+        absent from both truth and prediction, so a lesion predicted but absent from the truth scores 0): these
+        figures pick the best epoch (``dice_mean`` enters ``score``), and a validation split without, say, soft
+        exudates cannot measure them, so a 0 for the few such pixels an epoch predicts would say nothing about its
+        segmentation yet outweigh the lesions the split does have. The rule is applied here only, once, on the
+        split's totals (the sums add up over batches and distributed ranks); the Dice formula is the same.
+        """
         out: dict[str, float] = {}
         for name in ("gate", "dr", "dme"):
             if sums.get(f"{name}_n", 0) > 0:

@@ -19,6 +19,7 @@ import cv2
 import numpy as np
 
 from core.data.synth.records import Geometry, height_for
+from core.vocabulary import FOVEA_BELOW_DISC_DIAMETERS_RANGE, FOVEA_DISC_DIAMETERS_RANGE
 
 # Field of view, as fractions of the width (real: x 0.064-0.863, centre 0.464, full height, clipped top/bottom).
 FOV_CENTRE_X = 0.4636
@@ -34,9 +35,10 @@ DISC_DIAMETER_SD = 55.0
 DISC_DIAMETER_RANGE = (387.0, 652.0)
 DISC_X = {"left": 1083 / 4288, "right": 2908 / 4288}
 DISC_Y = 1387 / 2848
-# Fovea: about 2.5 disc diameters temporal to the disc centre and slightly below it.
-FOVEA_DISC_DIAMETERS = (2.3, 2.7)
-FOVEA_BELOW_DISC_DIAMETERS = (0.05, 0.35)
+# Fovea: about 2.5 disc diameters temporal to the disc centre and slightly below it (ranges in core.vocabulary,
+# beside the single position the implied-DME read-out uses).
+FOVEA_DISC_DIAMETERS = FOVEA_DISC_DIAMETERS_RANGE
+FOVEA_BELOW_DISC_DIAMETERS = FOVEA_BELOW_DISC_DIAMETERS_RANGE
 
 # Colour inside the field of view: per-image RGB means then RGB standard deviations (0-255) of the 54 real
 # training images (measured by ``measure.image_stats``). Each synthetic image takes one real image's values,

@@ -8,8 +8,10 @@ from __future__ import annotations
 
 from dataclasses import dataclass, field
 
-# Lesion codes in the project's channel order (DESIGN.md); NV is drawn but has no mask in IDRiD.
-MASK_LESIONS: tuple[str, ...] = ("MA", "HE", "EX", "SE", "OD")
+from core.vocabulary import LESIONS
+
+# The masks written, in the project's channel order (core.vocabulary); NV is drawn but has no mask in IDRiD.
+MASK_LESIONS: tuple[str, ...] = LESIONS
 DRAWN_KINDS: tuple[str, ...] = ("MA", "HE", "EX", "SE", "NV")
 
 # IDRiD's native frame; every size constant in this package is quoted at this width and scaled.
