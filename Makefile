@@ -36,7 +36,7 @@ $(MUTMUT): $(STAMP)
 	$(PY) -m pip install --quiet mutmut==3.8.1
 
 mutation: $(MUTMUT)
-	$(MUTMUT) run --max-children $$(nproc)
+	OMP_NUM_THREADS=1 $(MUTMUT) run --max-children $$(nproc)  # one OpenMP thread: torch forks safely
 	$(MUTMUT) export-cicd-stats
 	$(PY) scripts/mutation_score.py
 

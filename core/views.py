@@ -324,19 +324,23 @@ def gallery_views(path: Path | str, split: str = "test", n: int = 20, seed: int 
 # -- prediction ------------------------------------------------------------------------------------------------
 
 def check_upload(name: str, data: bytes) -> None:
-    """Refuse what cannot be a photograph before decoding it."""
-    if not data:
-        raise DataError(f"{name} is empty (0 bytes): upload the photograph again")
+    """Refuse, by the upload's file name, what would not decode (empty, not an image, too large, truncated) before
+    the prediction decodes the bytes, which it does without the name; the words are those ``python -m core
+    predict`` writes for the same file (``core.data.imageio``)."""
+    from core.data.imageio import check_decodes
+
+    check_decodes(data, "image", name=name)
 
 
-def display_image(data: bytes, max_side: int = 1280) -> np.ndarray:
+def display_image(data: bytes, max_side: int = 1280, name: str | None = None) -> np.ndarray:
     """The uploaded photograph as RGB, at most ``max_side`` pixels on its long side (for display only).
 
     JPEGs are decoded at a reduced DCT scale when that still leaves ``max_side`` pixels (a 4288x2848 IDRiD photograph
     at half size), several times faster than a full decode."""
-    from core.data.imageio import open_image, to_rgb_array
+    from core.data.imageio import open_image, source_name, to_rgb_array
 
-    image = open_image(data, "uploaded image")
+    name = source_name(data, name)
+    image = open_image(data, "image", name)
     try:
         with image:
             if image.format == "JPEG":
@@ -344,7 +348,7 @@ def display_image(data: bytes, max_side: int = 1280) -> np.ndarray:
             image.load()
             rgb = to_rgb_array(image)
     except (OSError, ValueError, SyntaxError) as error:
-        raise DataError(f"uploaded image does not decode ({error.__class__.__name__}: {error})") from None
+        raise DataError(f"image {name} does not decode ({error.__class__.__name__}: {error})") from None
     scale = max_side / max(rgb.shape[:2])
     if scale < 1:
         rgb = cv2.resize(rgb, (round(rgb.shape[1] * scale), round(rgb.shape[0] * scale)), interpolation=cv2.INTER_AREA)
@@ -395,7 +399,7 @@ def gate_sentence(prediction) -> str:
 def lesion_rows(prediction, threshold: float) -> list[dict[str, Any]]:
     stats = prediction.lesion_stats(threshold) or {}
     return [{"lesion": f"{code} {LESION_NAMES[code]}", "count": s.count,
-             "% of image": round(100 * s.area_fraction, 3)} for code, s in stats.items()]
+             "% of field of view": round(100 * s.area_fraction, 3)} for code, s in stats.items()]
 
 
 def masks_zip(prediction, stem: str, threshold: float) -> bytes:

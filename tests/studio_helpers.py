@@ -63,14 +63,15 @@ def photograph(width: int = 640, height: int = 426, seed: int = 3) -> np.ndarray
 
 
 def bad_uploads() -> dict[str, tuple[bytes, str]]:
-    """name -> (bytes, the words the page must show); every one is refused with a message."""
+    """name -> (bytes, the words the page must show right after the file's name); every one is refused with a
+    message that names the file (``python -m core predict`` writes the same words after the path)."""
     good_jpeg = encode(photograph(), "JPEG", quality=90)
     return {
-        "notes.jpg": (b"these are my notes, not a photograph\n" * 20, "not an image file"),
+        "notes.jpg": (b"these are my notes, not a photograph\n" * 20, "is not an image file (unknown format)"),
         "truncated.jpg": (good_jpeg[: len(good_jpeg) // 2], "does not decode"),
-        "empty.png": (b"", "is empty"),
-        "huge-100mp.png": (png_header_only(12_000, 8_400), "too large to decode safely"),
-        "bomb.png": (png_header_only(30_000, 30_000), "too large to decode safely"),
+        "empty.png": (b"", "is empty (0 bytes)"),
+        "huge-100mp.png": (png_header_only(12_000, 8_400), "is too large to decode safely"),
+        "bomb.png": (png_header_only(30_000, 30_000), "is too large to decode safely"),
     }
 
 

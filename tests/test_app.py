@@ -150,6 +150,8 @@ def test_predict_several_uploads_bad_ones_get_a_message_and_the_rest_are_predict
     shown = errors(at)
     for name, (_, words) in bad.items():
         assert any(name in e and words in e for e in shown), (name, shown)
+        assert any(f"{name} {words}" in e for e in shown), (name, shown)  # the message itself names the file
+    assert not any("uploaded bytes" in e for e in shown), shown
     assert len(shown) == len(bad)
     assert "decompression bomb" in texts(at)  # the page explains the refusal
     assert texts(at).count("Gate: **") == len(odd)

@@ -100,7 +100,8 @@ def test_bad_runs_are_refused_clearly(tiny_run: Path, tmp_path: Path, damage: st
 
 @pytest.mark.parametrize(
     ("payload", "message"),
-    [(b"", "not an image file"), (b"not an image at all", "not an image file"), ("truncated", "does not decode")],
+    [(b"", r"uploaded image is empty \(0 bytes\)"), (b"not an image at all", "not an image file"),
+     ("truncated", "does not decode")],
 )
 def test_bad_images_get_one_clear_error(tiny_run: Path, payload: bytes | str, message: str) -> None:
     if payload == "truncated":

@@ -23,9 +23,33 @@ from core.errors import DataError
 _DECODE_ERRORS = (OSError, ValueError, SyntaxError, UnidentifiedImageError, Image.DecompressionBombError)
 
 
-def open_image(source: str | Path | bytes, what: str) -> Image.Image:
-    """Open lazily; header problems surface here, pixel problems on ``load``."""
-    name = "uploaded bytes" if isinstance(source, bytes) else str(source)
+UPLOAD_NAME = "uploaded image"  # how messages name bytes that came without a file name
+
+
+def source_name(source: str | Path | bytes, name: str | None = None) -> str:
+    """How a message names the input: the path of a file, the file name an upload came with (``name``)."""
+    if isinstance(source, bytes):
+        return name or UPLOAD_NAME
+    return str(source)
+
+
+def _is_empty(source: str | Path | bytes) -> bool:
+    if isinstance(source, bytes):
+        return not source
+    try:
+        return Path(source).stat().st_size == 0
+    except OSError:
+        return False  # missing or unreadable: ``Image.open`` says which
+
+
+def open_image(source: str | Path | bytes, what: str, name: str | None = None) -> Image.Image:
+    """Open lazily; header problems surface here, pixel problems on ``load``. ``name`` names bytes in messages.
+
+    An empty file is refused here, before PIL calls it an unknown format, so that an empty upload on the Predict
+    page and an empty file given to ``python -m core predict`` get the same words."""
+    name = source_name(source, name)
+    if _is_empty(source):
+        raise DataError(f"{what} {name} is empty (0 bytes)")
     try:
         with warnings.catch_warnings():
             warnings.simplefilter("error", Image.DecompressionBombWarning)
@@ -124,16 +148,33 @@ def to_rgb_array(image: Image.Image) -> np.ndarray:
     return np.asarray(image, dtype=np.uint8)
 
 
-def read_image(source: str | Path | bytes, what: str = "image") -> np.ndarray:
-    """Decode fully to HxWx3 uint8 RGB; a truncated or corrupt file raises ``DataError`` naming it."""
-    name = "uploaded bytes" if isinstance(source, bytes) else str(source)
-    image = open_image(source, what)
+def read_image(source: str | Path | bytes, what: str = "image", name: str | None = None) -> np.ndarray:
+    """Decode fully to HxWx3 uint8 RGB; a truncated or corrupt file raises ``DataError`` naming it (bytes by
+    ``name``)."""
+    name = source_name(source, name)
+    image = open_image(source, what, name)
     try:
         with image:
             image.load()
             if image.width < 1 or image.height < 1:
                 raise DataError(f"{what} {name} is empty ({image.width}x{image.height})")
             return to_rgb_array(image)
+    except _DECODE_ERRORS as error:
+        raise DataError(f"{what} {name} does not decode ({error.__class__.__name__}: {error})") from None
+
+
+def check_decodes(source: str | Path | bytes, what: str = "image", name: str | None = None) -> None:
+    """Refuse, naming the file, what would not decode: empty, not an image, too large, truncated or corrupt.
+
+    A JPEG is decoded at its smallest DCT scale (every coded byte is still read, so truncation shows) and costs a
+    few milliseconds: cheap enough to check an upload on every rerun of the page."""
+    name = source_name(source, name)
+    image = open_image(source, what, name)
+    try:
+        with image:
+            if image.format == "JPEG":
+                image.draft("RGB", (1, 1))
+            image.load()
     except _DECODE_ERRORS as error:
         raise DataError(f"{what} {name} does not decode ({error.__class__.__name__}: {error})") from None
 

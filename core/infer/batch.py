@@ -1,6 +1,9 @@
 """Predicting a file or a folder of images to disk: mask PNGs at the original size and one CSV row per image.
 
 A file that cannot be read gets a row with its error and the run goes on: one bad upload must not cost the rest.
+The error names the file with the words the Predict page shows for the same bytes (``core.data.imageio``).
+``<LESION>_area_fraction`` is the share of the photograph's field-of-view box (``Prediction.lesion_stats``), never
+above 1; ``OD_count`` is 0 or 1 (the disc is its largest component).
 """
 
 from __future__ import annotations

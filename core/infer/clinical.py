@@ -4,7 +4,8 @@ The implied DME follows the IDRiD definition (0: no hard exudate; 1: hard exudat
 from the centre of the macula; 2: within one disc diameter), with the fovea placed from the optic disc: about 2.5
 disc diameters temporal to the disc centre (towards the middle of the photograph, since the disc sits on the nasal
 side) and slightly below it (``FOVEA_*`` in ``core.vocabulary``). Shown beside the classifier's DME it gives a
-second opinion a clinician can check.
+second opinion a clinician can check. The disc is one region, the largest component of the thresholded OD map
+(``disc_component``): its count, area, centre and diameter, and so the fovea, all come from it.
 """
 
 from __future__ import annotations
@@ -19,21 +20,41 @@ from core.vocabulary import FOVEA_BELOW_DISC_DIAMETERS, FOVEA_DISC_DIAMETERS, LE
 
 @dataclass(frozen=True)
 class LesionStats:
-    count: int  # connected components
+    count: int  # connected components; the optic disc is one region (0 or 1)
     area_px: float  # in original-image pixels
-    area_fraction: float  # of the image
+    area_fraction: float  # share of the photograph's field-of-view box, in [0, 1] (see ``lesion_stats``)
+
+
+def disc_component(od: np.ndarray) -> np.ndarray | None:
+    """The optic disc as one region: the largest connected component of a thresholded OD map, None when empty.
+
+    An eye has one disc, so the other components are false detections (bright exudate clusters, reflexes at the
+    rim); the largest is the disc, and its count, area, centre and diameter are what every read-out uses."""
+    count, labels, stats, _ = cv2.connectedComponentsWithStats(od.astype(np.uint8), connectivity=8)
+    if count <= 1:
+        return None
+    return labels == 1 + int(np.argmax(stats[1:, cv2.CC_STAT_AREA]))
 
 
 def lesion_stats(masks: np.ndarray, pixel_area: float = 1.0, image_area: float | None = None) -> dict[str, LesionStats]:
     """Per lesion: components and area of a (5, H, W) bool mask; ``pixel_area`` converts mask pixels to original
-    pixels when the mask is at a reduced resolution, ``image_area`` is the original image's area in pixels."""
+    pixels when the mask is at a reduced resolution.
+
+    ``area_fraction`` is the share of the mask's own pixels, so pass the mask of the photograph alone (the canvas
+    without its padding, ``Prediction.content_probs``): it can never exceed 1. ``image_area`` (original pixels), when
+    given, is the denominator instead. The optic disc counts as one region, its largest component (``disc_component``).
+    """
     stats = {}
-    total = image_area if image_area else masks.shape[1] * masks.shape[2] * pixel_area
     for channel, code in enumerate(LESIONS):
-        mask = masks[channel].astype(np.uint8)
-        count = cv2.connectedComponents(mask, connectivity=8)[0] - 1 if mask.any() else 0
+        mask = masks[channel].astype(bool)
+        if code == "OD":
+            disc = disc_component(mask)
+            mask, count = (np.zeros_like(mask), 0) if disc is None else (disc, 1)
+        else:
+            count = cv2.connectedComponents(mask.astype(np.uint8), connectivity=8)[0] - 1 if mask.any() else 0
         area = float(mask.sum())
-        stats[code] = LesionStats(int(count), area * pixel_area, area * pixel_area / total)
+        fraction = area * pixel_area / image_area if image_area else area / mask.size
+        stats[code] = LesionStats(int(count), area * pixel_area, fraction)
     return stats
 
 
@@ -51,13 +72,13 @@ class ImpliedDme:
 
 
 def _disc(od: np.ndarray) -> tuple[tuple[float, float], float] | None:
-    count, labels, stats, centroids = cv2.connectedComponentsWithStats(od.astype(np.uint8), connectivity=8)
-    if count <= 1:
+    """Centre and diameter (of the circle of the same area) of the disc, the largest component of ``od``."""
+    disc = disc_component(od)
+    if disc is None:
         return None
-    largest = 1 + int(np.argmax(stats[1:, cv2.CC_STAT_AREA]))
-    area = float(stats[largest, cv2.CC_STAT_AREA])
-    diameter = 2.0 * np.sqrt(area / np.pi)
-    return (float(centroids[largest][0]), float(centroids[largest][1])), diameter
+    ys, xs = np.nonzero(disc)
+    diameter = 2.0 * np.sqrt(xs.size / np.pi)
+    return (float(xs.mean()), float(ys.mean())), diameter
 
 
 def place_fovea(disc_centre: tuple[float, float], disc_diameter: float, width: int) -> tuple[float, float]:
@@ -71,12 +92,14 @@ def implied_dme(masks: np.ndarray) -> ImpliedDme:
     """DME risk from a (5, H, W) bool mask (any resolution: distances are in disc diameters)."""
     od, ex = masks[LESIONS.index("OD")], masks[LESIONS.index("EX")]
     disc = _disc(od)
-    if not ex.any():
-        return ImpliedDme(0, "no hard exudate found", *(disc or (None, None)))
     if disc is None:
+        if not ex.any():
+            return ImpliedDme(0, "no hard exudate found")
         return ImpliedDme(None, "hard exudates found but no optic disc, so the fovea cannot be placed")
     centre, diameter = disc
     fovea = place_fovea(centre, diameter, od.shape[1])
+    if not ex.any():
+        return ImpliedDme(0, "no hard exudate found", centre, diameter, fovea)
     ys, xs = np.nonzero(ex)
     nearest = float(np.sqrt((xs - fovea[0]) ** 2 + (ys - fovea[1]) ** 2).min() / diameter)
     if nearest <= 1.0:

@@ -84,12 +84,18 @@ class Prediction:
         return self.probs_original(channel) >= int(round(threshold * 255))
 
     def lesion_stats(self, threshold: float = 0.5) -> dict[str, LesionStats] | None:
-        masks = self.masks(threshold)
-        if masks is None:
+        """Counts and areas on the image part of the canvas: the padding is not photograph, and over the square
+        canvas a 4000x20 strip's areas came out at 64 times its own size.
+
+        ``area_fraction`` is the share of the field-of-view box (``geometry.crop``), the part of the photograph the
+        model saw: the black surround cropped off holds no retina, so no lesion can lie there. An all-lesion map
+        gives exactly 1; without a dark border the box is the whole photograph."""
+        probs = self.content_probs()
+        if probs is None:
             return None
         x0, y0, x1, y1 = self.geometry.crop
         pixel_area = ((x1 - x0) / self.geometry.content[0]) * ((y1 - y0) / self.geometry.content[1])
-        return lesion_stats(masks, pixel_area, image_area=float(self.original_size[0] * self.original_size[1]))
+        return lesion_stats(probs >= threshold, pixel_area)
 
     def implied_dme(self, threshold: float = 0.5) -> ImpliedDme | None:
         masks = self.masks(threshold)
