@@ -144,3 +144,16 @@ def test_a_write_cut_short_leaves_no_half_entry(tmp_path: Path) -> None:
     assert not entry.exists()
     assert [p for p in (tmp_path / "cache").rglob("*") if p.is_file()] == []
     assert cache.get(image, masks, CONFIG) is not None and entry.exists()  # with room again, it is written
+
+
+def test_two_files_of_one_size_and_time_have_their_own_entries(tmp_path: Path) -> None:
+    """Copies of a download keep sizes and times: the key must hold the path too, or two photographs would share
+    one cached canvas."""
+    root = make_idrid(tmp_path / "data")
+    first, second = seg_image(root, "IDRiD_01"), seg_image(root, "IDRiD_02")
+    second.write_bytes(first.read_bytes()[:-2] + b"\xff\xd9")  # another file, the same size
+    stat = first.stat()
+    for path in (first, second):
+        os.utime(path, ns=(stat.st_atime_ns, stat.st_mtime_ns))
+    assert first.stat().st_size == second.stat().st_size and first.stat().st_mtime_ns == second.stat().st_mtime_ns
+    assert cache_key(first, None, CONFIG) != cache_key(second, None, CONFIG)

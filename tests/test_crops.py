@@ -205,27 +205,6 @@ def test_predict_shows_windowed_lesions_on_the_canvas(crop_run: Path, crop_data:
         assert np.allclose(prediction.seg_probs[c], expected, atol=1e-5), code
 
 
-@pytest.mark.parametrize("mode", ["batch", "image"])
-def test_channel_labels_leave_the_disc_of_a_crop_out_of_the_loss(mode: str) -> None:
-    from core.model.losses import bce_loss, soft_dice_loss
-
-    gen = torch.Generator().manual_seed(0)
-    logits = torch.randn(3, 5, 16, 16, generator=gen, requires_grad=True)
-    target = (torch.rand(3, 5, 16, 16, generator=gen) > 0.8).float()
-    everything = torch.ones(3, 5, dtype=torch.bool)
-    pos_weight = torch.tensor([10.0, 5, 5, 5, 1])
-    # all channels labelled: exactly the plain losses
-    assert torch.allclose(bce_loss(logits, target, pos_weight, everything), bce_loss(logits, target, pos_weight))
-    assert torch.allclose(soft_dice_loss(logits, target, mode, channels=everything), soft_dice_loss(logits, target, mode))
-    # sample 1 is a crop: its disc channel carries no label, so its disc logits get no gradient
-    channels = everything.clone()
-    channels[1, 4] = False
-    loss = bce_loss(logits, target, pos_weight, channels) + soft_dice_loss(logits, target, mode, channels=channels)
-    loss.backward()
-    assert torch.count_nonzero(logits.grad[1, 4]) == 0
-    assert torch.count_nonzero(logits.grad[0, 4]) > 0 and torch.count_nonzero(logits.grad[1, 0]) > 0
-
-
 def test_crop_items_label_lesions_but_not_the_disc(samples) -> None:
     dataset = IdridDataset(samples, PreprocessConfig(32, 32), MEAN, STD, None, None, crops=CropPolicy(3, 1.0))
     for index, sample in enumerate(samples):

@@ -294,3 +294,25 @@ def test_mismatched_mask_size_is_named() -> None:
     out = _output([[0.0, 0.0]], [[1, 0]], seg_logits=torch.zeros(1, 5, 4, 4))
     with pytest.raises(ValueError, match="do not match"):
         MultiTaskLoss()(out, _batch([[1, 0]], [True], [-100], [-100], size=2))
+
+
+@pytest.mark.parametrize("mode", ["batch", "image"])
+def test_channel_labels_leave_the_disc_of_a_crop_out_of_the_loss(mode: str) -> None:
+    """Moved from test_crops.py: it tests the losses alone (and so mutation testing of the losses runs it)."""
+    from core.model.losses import bce_loss, soft_dice_loss
+
+    gen = torch.Generator().manual_seed(0)
+    logits = torch.randn(3, 5, 16, 16, generator=gen, requires_grad=True)
+    target = (torch.rand(3, 5, 16, 16, generator=gen) > 0.8).float()
+    everything = torch.ones(3, 5, dtype=torch.bool)
+    pos_weight = torch.tensor([10.0, 5, 5, 5, 1])
+    # all channels labelled: exactly the plain losses
+    assert torch.allclose(bce_loss(logits, target, pos_weight, everything), bce_loss(logits, target, pos_weight))
+    assert torch.allclose(soft_dice_loss(logits, target, mode, channels=everything), soft_dice_loss(logits, target, mode))
+    # sample 1 is a crop: its disc channel carries no label, so its disc logits get no gradient
+    channels = everything.clone()
+    channels[1, 4] = False
+    loss = bce_loss(logits, target, pos_weight, channels) + soft_dice_loss(logits, target, mode, channels=channels)
+    loss.backward()
+    assert torch.count_nonzero(logits.grad[1, 4]) == 0
+    assert torch.count_nonzero(logits.grad[0, 4]) > 0 and torch.count_nonzero(logits.grad[1, 0]) > 0
