@@ -157,3 +157,16 @@ def test_luminance_clahe_equalises_cielab_lightness_of_rgb_and_keeps_the_colour(
     assert np.abs(lab_out[..., 0] - lab_in[..., 0])[fov].mean() > 5  # ... which did change it
     for channel in (1, 2):  # a* and b*: the colour is the input's, to the rounding of two conversions
         assert np.abs(lab_out[..., channel] - lab_in[..., channel])[fov].mean() < 0.5, channel
+
+
+def test_a_canvas_point_maps_back_onto_the_original_pixels() -> None:
+    """The Predict page marks the disc and fovea with this: a point of the content must land where it came from."""
+    rgb = fundus(300, 200, seed=2)
+    _, geometry = preprocess_image(rgb, (300, 200), PreprocessConfig(64, 64))
+    x0, y0, x1, y1 = geometry.crop
+    ox, oy = geometry.offset
+    assert geometry.point_to_original(ox, oy) == pytest.approx((x0, y0))
+    end = geometry.point_to_original(ox + geometry.content[0], oy + geometry.content[1])
+    assert end == pytest.approx((x1, y1))
+    middle = geometry.point_to_original(ox + geometry.content[0] / 2, oy + geometry.content[1] / 4)
+    assert middle == pytest.approx(((x0 + x1) / 2, y0 + (y1 - y0) / 4))

@@ -346,3 +346,25 @@ def test_exif_orientation_is_honoured_for_images_sizes_and_masks(tmp_path: Path)
     image.save(mask_path, exif=exif.tobytes())
     mask = read_mask(mask_path)
     assert mask.shape == (64, 96) and mask[:5, -10:].all() and mask.sum() == 50
+
+
+@pytest.mark.parametrize(("values", "expected"), [
+    (np.array([[0.0, 0.5, 1.0]], np.float32), [0, 128, 255]),  # a float image in [0, 1]
+    (np.array([[0.0, 127.0, 255.0]], np.float64), [0, 127, 255]),  # a float image on the 0-255 scale
+    (np.array([[0, 32896, 65535]], np.uint16), [0, 128, 255]),  # 16-bit: the full range maps onto 0-255
+    (np.array([[0, 100, 200]], np.uint16), [0, 100, 200]),  # a 16-bit file holding 8-bit values stays as it is
+    (np.array([[False, True, True]]), [0, 255, 255]),
+])
+def test_arrays_of_every_dtype_scale_onto_0_255(values: np.ndarray, expected: list[int]) -> None:
+    from core.data.imageio import array_to_rgb
+
+    out = array_to_rgb(values)
+    assert out.dtype == np.uint8 and out.shape == (1, 3, 3)
+    assert out[0, :, 0].tolist() == expected and (out[..., 0] == out[..., 2]).all()  # grey: three equal channels
+
+
+def test_grey_with_alpha_arrays_composite_on_black() -> None:
+    from core.data.imageio import array_to_rgb
+
+    grey_alpha = np.array([[[200, 0], [200, 255], [200, 128]]], np.uint8)
+    assert array_to_rgb(grey_alpha)[0, :, 1].tolist() == [0, 200, 100]
