@@ -156,6 +156,13 @@ def test_root_not_idrid(tmp_path: Path) -> None:
         read_idrid(tmp_path)
 
 
+def _edit_csv(root: Path, old: bytes, new: bytes) -> Path:
+    """The training grading CSV with one piece of a row replaced."""
+    csv = grading_csv(root)
+    csv.write_bytes(csv.read_bytes().replace(old, new))
+    return csv
+
+
 def _break(root: Path, kind: str) -> tuple[Path, str]:
     """Damage one sample of a fixture; return the file the message must name and a pattern of the message."""
     if kind == "not_an_image":
@@ -171,9 +178,7 @@ def _break(root: Path, kind: str) -> tuple[Path, str]:
         write_mask(path, np.zeros((32, 48), bool))
         return path, "48x32 but its image IDRiD_04.jpg is 96x64"
     if kind == "label_range":
-        csv = grading_csv(root)
-        csv.write_bytes(csv.read_bytes().replace(b"IDRiD_002,2,2", b"IDRiD_002,7,2"))
-        return csv, r"line 3: Retinopathy grade '7' is out of range 0-4"
+        return _edit_csv(root, b"IDRiD_002,2,2", b"IDRiD_002,7,2"), r"line 3: Retinopathy grade '7' is out of range 0-4"
     if kind == "row_without_image":
         grading_image(root, "IDRiD_005").unlink()
         return grading_csv(root), "line 6: image 'IDRiD_005' is not in"
@@ -200,13 +205,9 @@ def _break(root: Path, kind: str) -> tuple[Path, str]:
         path = write_image(seg_image(root, "IDRiD_50"), fundus(seed=50))
         return path, "has no ground-truth mask for any lesion"
     if kind == "non_numeric_grade":
-        csv = grading_csv(root)
-        csv.write_bytes(csv.read_bytes().replace(b"IDRiD_002,2,2", b"IDRiD_002,two,2"))
-        return csv, r"line 3: Retinopathy grade 'two' is not a number"
+        return _edit_csv(root, b"IDRiD_002,2,2", b"IDRiD_002,two,2"), r"line 3: Retinopathy grade 'two' is not a number"
     if kind == "short_row":
-        csv = grading_csv(root)
-        csv.write_bytes(csv.read_bytes().replace(b"IDRiD_003,3,0,,,,,,,,,", b"IDRiD_003,3"))
-        return csv, "line 4: has too few cells"
+        return _edit_csv(root, b"IDRiD_003,3,0,,,,,,,,,", b"IDRiD_003,3"), "line 4: has too few cells"
     raise ValueError(kind)
 
 
