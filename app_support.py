@@ -1,7 +1,8 @@
 """UI glue shared by app.py and the pages: the sidebar pickers, first start, cached resources, error display.
 
-No computing here: every value comes from ``core`` (``core.runs`` for run folders, ``core.views`` for what the
-pages show, ``core.infer`` for predictions); this module only wraps those calls in Streamlit caches and widgets.
+No computing here: every value comes from ``core`` (``core.catalogue`` for run folders, ``core.runs`` for launching
+and stopping training, ``core.bootstrap`` for the first start, ``core.views`` for what the pages show, ``core.infer``
+for predictions); this module only wraps those calls in Streamlit caches and widgets.
 
 Caching: a Predictor is built once per process per (run folder, weights and config modification times) with
 ``st.cache_resource`` and shared by every session; a retrained run has new mtimes and is loaded again. Reading a
@@ -20,11 +21,14 @@ from typing import Any
 
 import streamlit as st
 
-from core import runs as run_store
+from core import bootstrap, catalogue
+from core import runs as supervisor
+from core.catalogue import RunInfo
 from core.config import DataConfig, load_config
 from core.data.sources import synthetic_ready
 from core.errors import StudioError
-from core.train.run_dir import RunDir, read_jsonl
+from core.run.folder import RunDir
+from core.run.logs import read_jsonl
 
 PROJECT_ROOT = Path(__file__).resolve().parent
 DATASET_CHOICES = ("Synthetic demo (built-in)", "IDRiD folder", "Metadata file")
@@ -87,8 +91,8 @@ def guard(what: str, name: str | None = None) -> Iterator[None]:
 
 # -- runs ------------------------------------------------------------------------------------------------------
 
-def all_runs() -> list[run_store.RunInfo]:
-    return run_store.list_runs()
+def all_runs() -> list[RunInfo]:
+    return catalogue.list_runs()
 
 
 def run_stamp(path: Path) -> float:
@@ -111,13 +115,13 @@ def file_stamp(path: Path) -> tuple[float, int]:
         return 0.0, 0
 
 
-def current_run() -> run_store.RunInfo | None:
+def current_run() -> RunInfo | None:
     """The run picked in the sidebar, re-read so its state is fresh."""
     path = st.session_state.get("run_path")
     if not path:
         return None
     try:
-        return run_store.run_info(Path(path))
+        return catalogue.run_info(Path(path))
     except Exception:  # noqa: BLE001
         return None
 
@@ -127,12 +131,12 @@ def select_run_later(name: str) -> None:
     st.session_state["_select_run"] = name
 
 
-def run_banner(info: run_store.RunInfo) -> None:
+def run_banner(info: RunInfo) -> None:
     """Say what the run was trained on; synthetic runs are labelled as such on every page."""
     try:
-        from core.views import data_description
+        from core.views.runs import data_description
 
-        description = data_description(load_config(RunDir(info.path).config))
+        description = data_description(load_config(info.run.config))
     except StudioError as error:
         st.warning(f"Run **{info.name}**: {error}")
         return
@@ -143,22 +147,22 @@ def run_banner(info: run_store.RunInfo) -> None:
         st.caption(f"Run **{info.name}** ({info.state}), trained on {description}.")
 
 
-def predict_run(info: run_store.RunInfo) -> run_store.RunInfo:
+def predict_run(info: RunInfo) -> RunInfo:
     """The run the Predict page uses: the sidebar's, except that with a shipped run there the real-data model comes
     first (a real photograph deserves the real model) and the synthetic demo is one click away."""
     runs = {r.name: r for r in all_runs()}
-    real = runs.get(run_store.REAL_NAME)
+    real = runs.get(catalogue.REAL_NAME)
     if not info.is_shipped or real is None or not real.has_weights:
         return info
-    options = [name for name in run_store.SHIPPED[::-1] if name in runs]
-    labels = {run_store.REAL_NAME: "Real IDRiD model", run_store.DEMO_NAME: "Synthetic demo"}
-    choice = st.segmented_control("Model", options, default=run_store.REAL_NAME, key="predict_model",
+    options = [name for name in catalogue.SHIPPED[::-1] if name in runs]
+    labels = {catalogue.REAL_NAME: "Real IDRiD model", catalogue.DEMO_NAME: "Synthetic demo"}
+    choice = st.segmented_control("Model", options, default=catalogue.REAL_NAME, key="predict_model",
                                   format_func=lambda name: f"{labels[name]} ({name})",
                                   help="The real model saw only IDRiD photographs; the demo saw synthetic ones.")
-    return runs[choice or run_store.REAL_NAME]
+    return runs[choice or catalogue.REAL_NAME]
 
 
-def evaluated_split(info: run_store.RunInfo, choices: tuple[str, ...] = ("test", "val", "train")) -> int:
+def evaluated_split(info: RunInfo, choices: tuple[str, ...] = ("test", "val", "train")) -> int:
     """Index in ``choices`` of the first split the run has an evaluation of (the real run has no test split)."""
     for index, split in enumerate(choices):
         if split in info.evaluated:
@@ -166,7 +170,7 @@ def evaluated_split(info: run_store.RunInfo, choices: tuple[str, ...] = ("test",
     return 0
 
 
-def require_run() -> run_store.RunInfo:
+def require_run() -> RunInfo:
     info = current_run()
     if info is None:
         st.info("No run selected. Pick one in the sidebar, or start one on the **Train** page.")
@@ -181,29 +185,28 @@ def _jsonl(path: str, stamp: tuple[float, int]) -> list[dict[str, Any]]:
     return read_jsonl(Path(path))
 
 
-def history(info: run_store.RunInfo) -> list[dict[str, Any]]:
-    path = RunDir(info.path).history
+def history(info: RunInfo) -> list[dict[str, Any]]:
+    path = info.run.history
     return _jsonl(str(path), file_stamp(path))
 
 
-def step_log(info: run_store.RunInfo) -> list[dict[str, Any]]:
-    path = RunDir(info.path).log
+def step_log(info: RunInfo) -> list[dict[str, Any]]:
+    path = info.run.log
     return _jsonl(str(path), file_stamp(path))
 
 
 @st.cache_data(max_entries=32, show_spinner=False)
 def _evaluation(path: str, split: str, stamp: tuple[float, int]):
-    from core.views import load_evaluation
+    from core.views.evaluation import load_evaluation
 
     return load_evaluation(path, split)
 
 
-def evaluation(info: run_store.RunInfo, split: str):
-    summary = RunDir(info.path).eval_dir(split) / "summary.json"
-    return _evaluation(str(info.path), split, file_stamp(summary))
+def evaluation(info: RunInfo, split: str):
+    return _evaluation(str(info.path), split, file_stamp(info.run.summary(split)))
 
 
-def evaluate_button(info: run_store.RunInfo, split: str, key: str, label: str | None = None) -> None:
+def evaluate_button(info: RunInfo, split: str, key: str, label: str | None = None) -> None:
     """Offer to evaluate a run that has no evaluation of ``split`` (10-20 s for the demo on 2 CPU cores)."""
     if not info.has_weights:
         st.warning(f"Run **{info.name}** has no weights yet, so it cannot be evaluated.")
@@ -228,7 +231,7 @@ def _predictor(path: str, stamp: float):
     return Predictor.from_run(path)
 
 
-def predictor(info: run_store.RunInfo):
+def predictor(info: RunInfo):
     return _predictor(str(info.path), run_stamp(info.path))
 
 
@@ -237,7 +240,7 @@ def _prediction(path: str, stamp: float, data: bytes, both: bool):
     return _predictor(path, stamp).predict(data, both=both)
 
 
-def prediction(info: run_store.RunInfo, data: bytes, both: bool):
+def prediction(info: RunInfo, data: bytes, both: bool):
     return _prediction(str(info.path), run_stamp(info.path), data, both)
 
 
@@ -246,13 +249,13 @@ def _gradcam(path: str, stamp: float, data: bytes, head: str):
     return _predictor(path, stamp).gradcam(data, head)
 
 
-def gradcam(info: run_store.RunInfo, data: bytes, head: str):
+def gradcam(info: RunInfo, data: bytes, head: str):
     return _gradcam(str(info.path), run_stamp(info.path), data, head)
 
 
 @st.cache_data(max_entries=8, show_spinner=False)
 def display_image(data: bytes):
-    from core.views import display_image as decode
+    from core.views.upload import display_image as decode
 
     return decode(data)
 
@@ -260,24 +263,24 @@ def display_image(data: bytes):
 @st.cache_data(max_entries=8, show_spinner=False)
 def _gallery(path: str, split: str, seed: int, misrouted_only: bool, roots: tuple[str, ...],
              stamp: tuple[float, int]):
-    from core.views import gallery_views
+    from core.views.gallery import gallery_views
 
     return gallery_views(path, split, n=20, seed=seed, misrouted_only=misrouted_only, roots=list(roots) or None)
 
 
-def gallery(info: run_store.RunInfo, split: str, seed: int, misrouted_only: bool, roots: list[str] | None = None):
-    predictions = RunDir(info.path).eval_dir(split) / "predictions.csv"
+def gallery(info: RunInfo, split: str, seed: int, misrouted_only: bool, roots: list[str] | None = None):
+    predictions = info.run.predictions(split)
     return _gallery(str(info.path), split, seed, misrouted_only, tuple(roots or ()), file_stamp(predictions))
 
 
 @st.cache_data(ttl=30, max_entries=16, show_spinner=False)
 def missing_images(path: str, roots: tuple[str, ...]) -> str | None:
-    from core.views import missing_images as missing
+    from core.views.gallery import missing_images as missing
 
     return missing(path, list(roots) or None)
 
 
-def image_folders(info: run_store.RunInfo) -> list[str] | None:
+def image_folders(info: RunInfo) -> list[str] | None:
     """Where the gallery finds the run's photographs: where they were, else the folders the user gives here."""
     first = missing_images(str(info.path), ())
     if first is None:
@@ -304,13 +307,13 @@ class Dataset:
 
 @st.cache_data(ttl=60, max_entries=8, show_spinner=False)
 def _describe(data: DataConfig) -> dict[str, Any]:
-    from core.views import describe_dataset
+    from core.views.runs import describe_dataset
 
     return describe_dataset(data)
 
 
 def demo_data() -> DataConfig:
-    demo = run_store.demo_dir()
+    demo = catalogue.demo_dir()
     try:
         return load_config(RunDir(demo).config).data
     except StudioError:
@@ -339,7 +342,7 @@ def dataset_picker() -> Dataset:
                                      placeholder="~/data/IDRiD/balanced_idrid_metadata.json")
         data = DataConfig(source="metadata", metadata=text.strip() or None)
     try:
-        data = run_store.check_data(data)
+        data = supervisor.check_data(data)
     except StudioError as error:
         if (data.roots if data.source == "folder" else data.metadata):
             st.sidebar.error(str(error))
@@ -358,17 +361,17 @@ def dataset_picker() -> Dataset:
     return Dataset(data, ", ".join(data.roots) if data.source == "folder" else str(data.metadata))
 
 
-def _default_run(runs: list[run_store.RunInfo]) -> str | None:
+def _default_run(runs: list[RunInfo]) -> str | None:
     """The newest run of the user's own with weights, else the demo, else the newest folder."""
     own = [r for r in runs if not r.is_shipped and r.has_weights]
     if own:
         return own[0].name
     if any(r.is_demo for r in runs):
-        return run_store.DEMO_NAME
+        return catalogue.DEMO_NAME
     return runs[0].name if runs else None
 
 
-def run_picker() -> run_store.RunInfo | None:
+def run_picker() -> RunInfo | None:
     st.sidebar.subheader("Run")
     runs = all_runs()
     names = [r.name for r in runs]
@@ -382,18 +385,18 @@ def run_picker() -> run_store.RunInfo | None:
     choice = st.sidebar.selectbox(
         "Run", [*names, OPEN_FOLDER], key="run_choice", label_visibility="collapsed",
         format_func=lambda n: n if n == OPEN_FOLDER else f"{n} · {by_name[n].state}",
-        help=f"Run folders under {run_store.runs_root()}",
+        help=f"Run folders under {catalogue.runs_root()}",
     )
     info = None
     if choice == OPEN_FOLDER:
         text = st.sidebar.text_input("Run folder", key="run_folder", placeholder="/path/to/checkpoints/NAME")
         if text.strip():
             try:
-                info = run_store.open_run(text)
+                info = catalogue.open_run(text)
             except StudioError as error:
                 st.sidebar.error(str(error))
         elif not runs:
-            st.sidebar.caption(f"No runs in {run_store.runs_root()} yet.")
+            st.sidebar.caption(f"No runs in {catalogue.runs_root()} yet.")
     else:
         info = by_name[choice]
         if st.query_params.get("run") != choice:
@@ -408,17 +411,17 @@ def run_picker() -> run_store.RunInfo | None:
 
 
 def synthetic_note() -> str:
-    from core.views import SYNTHETIC_NOTE
+    from core.views.runs import SYNTHETIC_NOTE
 
     return SYNTHETIC_NOTE
 
 
-def first_start(info: run_store.RunInfo | None) -> None:
+def first_start(info: RunInfo | None) -> None:
     """Generate the synthetic data a synthetic run needs and evaluate the demo, with a spinner per step."""
     if info is None or not info.has_config:
         return
     try:
-        steps = run_store.first_start_steps(info.path)
+        steps = bootstrap.first_start_steps(info.path)
     except Exception:  # noqa: BLE001 - a damaged folder is reported by the pages
         return
     if not info.is_demo:
@@ -428,13 +431,13 @@ def first_start(info: run_store.RunInfo | None) -> None:
     with guard("first start"):
         if "data" in steps:
             with st.spinner("Generating the synthetic demo dataset (about 15 s, first start only)..."):
-                run_store.ensure_run_data(info.path)
+                bootstrap.ensure_run_data(info.path)
         if "evaluate" in steps:
             with st.spinner("Evaluating the demo run on its synthetic test split (about 15 s, first start only)..."):
-                run_store.ensure_evaluated(info.path, "test")
+                bootstrap.ensure_evaluated(info.path, "test")
 
 
-def sidebar() -> tuple[Dataset, run_store.RunInfo | None]:
+def sidebar() -> tuple[Dataset, RunInfo | None]:
     st.sidebar.title("IDRiD studio")
     info = run_picker()
     dataset = dataset_picker()

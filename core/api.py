@@ -28,6 +28,7 @@ if TYPE_CHECKING:
 
     from core.config import Config
     from core.infer.predictor import ImageInput, Prediction, Predictor
+    from core.run.summary import EvalSummary
 
     RunLike = str | os.PathLike[str] | Predictor
 
@@ -42,12 +43,13 @@ __all__ = [
 def find_run(run: str | os.PathLike[str]) -> Path:
     """The folder of ``run``: a path to a run folder, or the name of one under ``$IDRID_STUDIO_RUNS`` or the
     project's ``checkpoints/`` (``"idrid"``, ``"demo"``). Raises ``ConfigError`` naming where it looked."""
-    from core.runs import runs_root
+    from core.catalogue import runs_root
+    from core.run.folder import RunDir
 
     path = Path(run).expanduser()
     name = os.fspath(run)
     bare = path.name == name and name not in ("", ".", "..")  # "demo", not "./demo" or "checkpoints/demo"
-    if path.is_dir() and (not bare or (path / "config.yaml").exists()):
+    if path.is_dir() and (not bare or RunDir(path).config.exists()):
         return path
     looked = [str(path.resolve())]
     if bare:  # a folder of that name in the runs folders
@@ -118,9 +120,10 @@ _NOT_COPIED = ("eval", "state", "launcher.log", ".stop-requested")
 
 def evaluate_run(run: str | os.PathLike[str] = "demo", split: str = "test",
                  data: str | os.PathLike[str] | None = None, out: str | os.PathLike[str] | None = None,
-                 full_res: bool = False, weights: str = "best", progress: bool = False) -> dict[str, Any]:
+                 full_res: bool = False, weights: str = "best", progress: bool = False) -> EvalSummary:
     """Score ``run`` on ``split`` (``"test"``, ``"val"`` or ``"train"``) of its own data, or of the metadata file
-    ``data``, as ``python -m core evaluate`` does; returns the summary (gate, classification, segmentation).
+    ``data``, as ``python -m core evaluate`` does; returns the summary (``core.run.summary.EvalSummary``: ``.gate``,
+    ``.classification``, ``.segmentation``; ``.to_dict()`` is the saved summary.json).
 
     The results (summary.json, predictions.csv, masks/, curves.json) go to ``eval/<split>/`` of the run folder, or,
     with ``out``, of a copy of the run made in ``out`` (config, weights, logs and split; no earlier evaluation),
@@ -192,8 +195,8 @@ def train_run(config: str | os.PathLike[str] | Mapping[str, Any] | Config | None
     ``overwrite``.
     """
     from core.config import Config, apply_overrides, config_from_dict, load_config
-    from core.runs import runs_root
-    from core.train.run_dir import RunDir
+    from core.catalogue import runs_root
+    from core.run.folder import RunDir
     from core.train.trainer import Trainer
 
     if resume:
@@ -224,7 +227,7 @@ def _display(image: ImageInput, max_side: int) -> np.ndarray:
     from PIL import Image
 
     from core.data.imageio import array_to_rgb, to_rgb_array
-    from core.views import display_image
+    from core.views.upload import display_image
 
     if isinstance(image, (str, os.PathLike)):
         try:
@@ -241,7 +244,7 @@ def _display(image: ImageInput, max_side: int) -> np.ndarray:
 
 
 def _lesion_layers(prediction: Prediction, image: ImageInput | None, max_side: int) -> tuple[np.ndarray, np.ndarray]:
-    from core.views import lesion_probs_at
+    from core.views.upload import lesion_probs_at
 
     if prediction.seg_probs is None:
         raise ValueError("this prediction has no lesion maps: the gate sent the photograph to the classification "
@@ -279,7 +282,7 @@ def grade_figures(prediction: Prediction, truth: tuple[int | None, int | None] =
     page: ``{"dr": Figure, "dme": Figure}``; ``truth=(dr, dme)`` marks the true grades. Raises ``ValueError`` when
     the classification expert did not run (predict with ``both=True``)."""
     from core import figures
-    from core.views import DME_NAMES, DR_NAMES
+    from core.vocabulary import DME_NAMES, DR_NAMES
 
     if prediction.dr_probs is None or prediction.dme_probs is None:
         raise ValueError("this prediction has no grades: the gate sent the photograph to the segmentation expert; "
@@ -293,27 +296,29 @@ def report_figures(run: str | os.PathLike[str] = "demo", split: str = "test") ->
     and from its evaluation of ``split``: ``dice``, ``iou``, ``pr_curves``, ``dr_confusion``, ``dme_confusion`` and
     ``gate_routing`` (each present when the split has what it shows). Raises ``DataError`` when the run has no
     evaluation of ``split`` (``evaluate_run`` makes one)."""
-    from core import figures, views
-    from core.train.run_dir import RunDir, read_jsonl
+    from core import figures
+    from core.run.folder import RunDir
+    from core.run.logs import read_jsonl
+    from core.views import evaluation as evaluation_views
 
     folder = find_run(run)
-    evaluation = views.load_evaluation(folder, split)
+    evaluation = evaluation_views.load_evaluation(folder, split)
     if evaluation is None:
         raise DataError(f"run {folder} has no evaluation of its {split} split: evaluate_run({str(folder)!r}, "
                         f"{split!r}) makes one")
     name, history = folder.name, read_jsonl(RunDir(folder).history)
     out = {"learning_curves": figures.learning_curves({name: history}),
            "gate_accuracy": figures.gate_accuracy(read_jsonl(RunDir(folder).log), history)}
-    lesions = views.lesion_results(evaluation)
+    lesions = evaluation_views.lesion_results(evaluation)
     if lesions:
         out["dice"] = figures.lesion_bars({name: lesions}, "dice")
         out["iou"] = figures.lesion_bars({name: lesions}, "iou")
         out["pr_curves"] = figures.pr_curves(evaluation.curves)
     for head, title in (("dr", "DR grade"), ("dme", "DME risk")):
-        matrix = views.confusion(evaluation, head)
+        matrix = evaluation_views.confusion(evaluation, head)
         if matrix is not None:
             out[f"{head}_confusion"] = figures.confusion_heatmap(*matrix, title=f"{title}: {name} ({split})")
-    routing = views.routing(evaluation)
+    routing = evaluation_views.routing(evaluation)
     if routing is not None:
         counts, rows, columns = routing
         out["gate_routing"] = figures.confusion_heatmap(counts, rows, title=f"Gate routing: {name} ({split})",

@@ -100,7 +100,7 @@ class TrainConfig:
     checkpoint_every: int = 0  # also save resumable state every N steps mid-epoch (0: at epoch ends only)
     weights_dtype: Literal["float32", "float16"] = "float32"  # dtype of weights/*.safetensors
     log_every: int = 1  # steps between two lines of log.jsonl
-    # After training, fit grades on the lesion evidence of the best weights' segmentation expert (core.model.evidence).
+    # After training, fit grades on the lesion evidence of the best weights' segmentation expert (core.infer.evidence).
     fit_grader: bool = False
 
 

@@ -3,7 +3,8 @@
 import streamlit as st
 
 import app_support as ui
-from core import figures, views
+from core import figures
+from core.views import evaluation as evaluation_views
 
 ui.enter_page()
 st.title("Dashboard")
@@ -65,12 +66,13 @@ if not evaluations:
 st.subheader("Challenge metrics")
 table = {}
 for name, result in evaluations.items():
-    for row in views.challenge_rows(result):
+    for row in evaluation_views.challenge_rows(result):
         table.setdefault(row["measure"], {"measure": row["measure"], "about": row["what"]})[name] = row["value"]
 st.dataframe(list(table.values()), hide_index=True, width="stretch", key="challenge")
 
 st.subheader("Segmentation per lesion")
-lesions = {name: views.lesion_results(result) for name, result in evaluations.items() if views.lesion_results(result)}
+lesions = {name: evaluation_views.lesion_results(result) for name, result in evaluations.items()
+           if evaluation_views.lesion_results(result)}
 if lesions:
     left, right = st.columns(2)
     with left, ui.guard("Dice bars"):
@@ -90,7 +92,7 @@ else:
 
 st.subheader("Grading")
 for name, result in evaluations.items():
-    dr, dme = views.confusion(result, "dr"), views.confusion(result, "dme")
+    dr, dme = evaluation_views.confusion(result, "dr"), evaluation_views.confusion(result, "dme")
     if dr is None:
         st.caption(f"{name}: no graded images in the {split} split.")
         continue
@@ -102,7 +104,7 @@ for name, result in evaluations.items():
 
 st.subheader("Gate")
 for name, result in evaluations.items():
-    matrix = views.routing(result)
+    matrix = evaluation_views.routing(result)
     if matrix is None:
         continue
     left, right = st.columns(2)
@@ -111,13 +113,13 @@ for name, result in evaluations.items():
         st.plotly_chart(figures.confusion_heatmap(counts, rows, title=f"Gate routing: {name} ({split})",
                                                   x_labels=columns), key=f"routing_{name}")
     with right:
-        st.dataframe(views.gate_rows(result), hide_index=True, width="stretch", key=f"gate_rows_{name}")
+        st.dataframe(evaluation_views.gate_rows(result), hide_index=True, width="stretch", key=f"gate_rows_{name}")
 
 st.subheader("Misrouted samples")
 for name, result in evaluations.items():
-    rows = views.misrouted_rows(result)
-    gate = result.summary.get("gate", {})
-    st.markdown(f"**{name}**: {len(rows)} of {gate.get('n', '?')} {split} images sent to the wrong expert"
-                + (f" ({gate['note']})" if gate.get("note") else ""))
+    rows = evaluation_views.misrouted_rows(result)
+    gate = result.summary.gate
+    st.markdown(f"**{name}**: {len(rows)} of {gate.n} {split} images sent to the wrong expert"
+                + (f" ({gate.note})" if gate.note else ""))
     if rows:
         st.dataframe(rows, hide_index=True, width="stretch", key=f"misrouted_{name}")

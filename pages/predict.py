@@ -6,8 +6,9 @@ from pathlib import Path
 import streamlit as st
 
 import app_support as ui
-from core import figures, views
-from core.vocabulary import LESIONS
+from core import figures
+from core.views import upload as upload_views
+from core.vocabulary import DME_NAMES, DR_NAMES, LESION_NAMES, LESIONS
 
 ui.enter_page()
 st.title("Predict")
@@ -41,7 +42,7 @@ with st.container(border=True):
     cam_head = c6.radio("Grad-CAM of", ["dr", "dme"], horizontal=True, key="cam_head",
                         format_func=lambda h: "DR grade" if h == "dr" else "DME risk", disabled=not show_cam)
 
-st.markdown(" ".join(f"<span style='color:{figures.LESION_COLOURS[c]}'>■</span> {c} {views.LESION_NAMES[c]}"
+st.markdown(" ".join(f"<span style='color:{figures.LESION_COLOURS[c]}'>■</span> {c} {LESION_NAMES[c]}"
                      for c in LESIONS), unsafe_allow_html=True)
 
 if not uploads:
@@ -54,13 +55,13 @@ for index, upload in enumerate(uploads):
         st.subheader(upload.name)
         with ui.guard("prediction", name=upload.name):
             data = upload.getvalue()
-            views.check_upload(upload.name, data)
+            upload_views.check_upload(upload.name, data)
             with st.spinner(f"Predicting {upload.name}..."):
                 result = ui.prediction(info, data, both)
             for warning in result.warnings:
                 st.warning(warning)
             width, height = result.original_size
-            st.markdown(views.gate_sentence(result))
+            st.markdown(upload_views.gate_sentence(result))
             loading = f" · model loaded in {load_seconds:.1f} s for this page" if load_seconds > 0.05 else ""
             st.caption(f"{width}x{height} px · predicted in {result.seconds:.2f} s (decode, preprocessing, forward)"
                        f"{loading} · run {info.name} ({run_data})")
@@ -69,19 +70,19 @@ for index, upload in enumerate(uploads):
             if result.seg_probs is not None:
                 with left:
                     display = ui.display_image(data)
-                    st.image(views.prediction_overlay(result, display, list(lesions or []), opacity, threshold),
-                             caption=f"Predicted lesions at threshold {threshold:.2f} on the original photograph",
-                             width="stretch")
+                    overlay = upload_views.prediction_overlay(result, display, list(lesions or []), opacity, threshold)
+                    st.image(overlay, width="stretch",
+                             caption=f"Predicted lesions at threshold {threshold:.2f} on the original photograph")
                 with right:
                     st.markdown("**Lesions found**")
-                    st.dataframe(views.lesion_rows(result, threshold), hide_index=True, width="stretch",
+                    st.dataframe(upload_views.lesion_rows(result, threshold), hide_index=True, width="stretch",
                                  key=f"lesions_{index}")
                     implied = result.implied_dme(threshold)
-                    classifier = (views.DME_NAMES[int(result.dme_probs.argmax())]
+                    classifier = (DME_NAMES[int(result.dme_probs.argmax())]
                                   if result.dme_probs is not None else None)
                     a, b = st.columns(2)
                     a.metric("DME from the masks",
-                             "unknown" if implied is None or implied.risk is None else views.DME_NAMES[implied.risk])
+                             "unknown" if implied is None or implied.risk is None else DME_NAMES[implied.risk])
                     b.metric("DME classifier", classifier or "not run",
                              help=None if classifier else "Turn on 'Run both heads' to compare.")
                     if implied is not None:
@@ -92,9 +93,9 @@ for index, upload in enumerate(uploads):
             if result.dr_probs is not None:
                 with right if result.seg_probs is None else st.container():
                     g1, g2 = st.columns(2)
-                    g1.plotly_chart(figures.grade_bars(result.dr_probs.tolist(), list(views.DR_NAMES), None,
+                    g1.plotly_chart(figures.grade_bars(result.dr_probs.tolist(), list(DR_NAMES), None,
                                                        "DR grade"), key=f"dr_{index}")
-                    g2.plotly_chart(figures.grade_bars(result.dme_probs.tolist(), list(views.DME_NAMES), None,
+                    g2.plotly_chart(figures.grade_bars(result.dme_probs.tolist(), list(DME_NAMES), None,
                                                        "DME risk"), key=f"dme_{index}")
                     if loaded.grader is not None:
                         st.caption("Grades read from the lesions the segmentation expert found (the run's lesion "
@@ -102,7 +103,7 @@ for index, upload in enumerate(uploads):
             if show_cam:
                 with st.spinner("Grad-CAM..."):
                     cam = ui.gradcam(info, data, cam_head)
-                st.image(views.gradcam_image(result.canvas, cam), width=360,
+                st.image(upload_views.gradcam_image(result.canvas, cam), width=360,
                          caption=f"Grad-CAM of the {'DR grade' if cam_head == 'dr' else 'DME risk'} head on the "
                                  "image the model saw")
 
@@ -110,10 +111,10 @@ for index, upload in enumerate(uploads):
             d1, d2 = st.columns(2)
             if result.seg_probs is not None:
                 d1.download_button("Masks (PNG, original size, zip)", key=f"masks_{index}",
-                                   data=lambda r=result, s=stem, t=threshold: views.masks_zip(r, s, t),
+                                   data=lambda r=result, s=stem, t=threshold: upload_views.masks_zip(r, s, t),
                                    file_name=f"{stem}_masks.zip", mime="application/zip", on_click="ignore",
                                    icon=":material/download:")
             d2.download_button("Report (JSON)", key=f"report_{index}",
-                               data=views.report_json(result, upload.name, info.name, run_data, threshold),
+                               data=upload_views.report_json(result, upload.name, info.name, run_data, threshold),
                                file_name=f"{stem}_report.json", mime="application/json", on_click="ignore",
                                icon=":material/description:")

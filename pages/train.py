@@ -6,8 +6,9 @@ import datetime as dt
 import streamlit as st
 
 import app_support as ui
-from core import figures, views
-from core import runs as run_store
+from core import catalogue, figures
+from core import runs as supervisor
+from core.views import runs as run_views
 from core.config import config_from_dict, load_config
 
 BACKBONES = ["convnext_atto", "convnext_femto", "convnext_pico", "convnext_nano", "convnext_tiny", "convnext_small",
@@ -88,7 +89,7 @@ if start:
         values["train"].update(epochs=int(epochs), batch_size=int(batch_size), lr=float(lr), route=route,
                                device=device, max_minutes=float(max_minutes) or None,
                                max_steps=int(max_steps) or None)
-        launched = run_store.launch(config_from_dict(values), name=values["name"])
+        launched = supervisor.launch(config_from_dict(values), name=values["name"])
         st.session_state["train_watch"] = launched.name
         ui.select_run_later(launched.name)
         st.toast(f"Started {launched.name}")
@@ -112,7 +113,7 @@ watched = st.selectbox("Run", list(by_name), key="train_watch",
 
 
 def show_progress(path) -> None:
-    info = run_store.run_info(path)
+    info = catalogue.run_info(path)
     progress = info.progress()
     state_line = {"running": ":green[running]", "pending": ":orange[starting]", "finished": ":blue[finished]",
                   "failed": ":red[failed]", "stopped": ":gray[stopped]", "interrupted": ":red[interrupted]"}
@@ -124,18 +125,18 @@ def show_progress(path) -> None:
         if st.button("Stop", key=f"stop_{info.name}", icon=":material/stop_circle:",
                      help="SIGTERM: the trainer finishes its step, saves and marks the run stopped."):
             with ui.guard(f"stopping {info.name}"):
-                run_store.stop(info.path, wait=1.0)
+                supervisor.stop(info.path, wait=1.0)
                 st.toast(f"Asked {info.name} to stop; it saves after the current step.")
-    elif info.state in ("stopped", "interrupted") and (info.path / "state" / "last.pt").exists():
+    elif info.state in ("stopped", "interrupted") and info.run.state.exists():
         if st.button("Resume", key=f"resume_{info.name}", icon=":material/play_arrow:"):
             with ui.guard(f"resuming {info.name}"):
-                run_store.resume(info.path)
+                supervisor.resume(info.path)
                 st.rerun()
     log = ui.step_log(info)
     history = ui.history(info)
     left, right = st.columns(2)
     with left, ui.guard("the loss chart"):
-        st.plotly_chart(views.step_curves(log), key=f"loss_{info.name}")
+        st.plotly_chart(figures.step_curves(log), key=f"loss_{info.name}")
     with right, ui.guard("the gate chart"):
         st.plotly_chart(figures.gate_accuracy(log, history), key=f"gate_{info.name}")
     if history:
@@ -143,7 +144,7 @@ def show_progress(path) -> None:
             st.plotly_chart(figures.learning_curves({info.name: history}, ("train/total", "val/total")),
                             key=f"curves_{info.name}")
     st.markdown("**Log** (last lines of train.log)")
-    st.code(run_store.log_tail(info.path, 30) or "(nothing logged yet)", language=None)
+    st.code(catalogue.log_tail(info.path, 30) or "(nothing logged yet)", language=None)
     seen = st.session_state.get(f"_seen_state_{info.name}")
     st.session_state[f"_seen_state_{info.name}"] = info.state
     if seen is not None and seen != info.state:
@@ -155,6 +156,6 @@ st.fragment(show_progress, run_every=2 if watched_info.active else None)(watched
 
 # -- past runs ----------------------------------------------------------------------------------------------------
 st.header("Runs")
-st.dataframe(views.runs_table(all_runs), hide_index=True, width="stretch", key="runs_table")
-st.caption(f"Run folders in {run_store.runs_root()}. 'interrupted': its process ended without finishing "
+st.dataframe(run_views.runs_table(all_runs), hide_index=True, width="stretch", key="runs_table")
+st.caption(f"Run folders in {catalogue.runs_root()}. 'interrupted': its process ended without finishing "
            "(killed, or the machine restarted); a run with saved state can be resumed.")

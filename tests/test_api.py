@@ -165,10 +165,10 @@ def test_metadata_train_evaluate_and_report(tmp_path: Path) -> None:
 
     copy = tmp_path / "copy"
     summary = core.evaluate_run(run, "test", out=copy)
-    assert summary["n"] == 8 and (copy / "eval" / "test" / "summary.json").is_file()
+    assert summary.n == 8 and (copy / "eval" / "test" / "summary.json").is_file()
     assert not (run / "eval").exists()  # evaluated in the copy only
     other = core.evaluate_run(run, "test", data=tmp_path / "meta.json")
-    assert other["n"] == 8 and (run / "eval" / "test" / "summary.json").is_file()
+    assert other.n == 8 and (run / "eval" / "test" / "summary.json").is_file()
     figures = core.report_figures(copy, "test")
     assert {"learning_curves", "gate_accuracy", "dice", "iou", "pr_curves", "dr_confusion", "dme_confusion",
             "gate_routing"} <= set(figures)

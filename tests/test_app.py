@@ -16,7 +16,8 @@ from pathlib import Path
 import pytest
 
 from builders import FixtureSpec, make_idrid
-from core import runs
+from core import bootstrap, catalogue, runs
+from core.run.folder import RunDir
 from studio_helpers import bad_uploads, charts, copy_demo, encode, errors, odd_but_valid_uploads, photograph, start, texts
 
 ROOT = Path(__file__).resolve().parents[1]
@@ -32,7 +33,7 @@ def synthetic(tmp_path_factory: pytest.TempPathFactory) -> Path:
 def demo_root(tmp_path_factory: pytest.TempPathFactory, synthetic: Path) -> Path:
     """A runs folder with only the demo, prepared (data generated, test split evaluated)."""
     root = tmp_path_factory.mktemp("app-runs")
-    runs.first_start(copy_demo(root, synthetic))
+    bootstrap.first_start(copy_demo(root, synthetic))
     return root
 
 
@@ -51,7 +52,7 @@ def test_first_start_from_nothing_generates_data_evaluates_and_fills_every_page(
     root = use_runs(tmp_path / "checkpoints")
     demo = copy_demo(root, tmp_path / "synthetic")
     at = start()  # how long it takes is the benchmark's and the browser test's to report, not to assert
-    assert (demo / "eval" / "test" / "summary.json").exists()  # evaluated during the first run
+    assert RunDir(demo).summary("test").exists()  # evaluated during the first run
     assert (tmp_path / "synthetic" / ".synthetic-complete.json").exists()  # after generating the data
     assert at.selectbox(key="run_choice").value == "demo"
     assert "trained on synthetic images only" in texts(at)
@@ -60,7 +61,7 @@ def test_first_start_from_nothing_generates_data_evaluates_and_fills_every_page(
         at.switch_page(f"pages/{page}.py").run()
         assert not at.exception and not errors(at), (page, errors(at))
         assert "trained on synthetic images only" in texts(at) or page == "train"
-    assert runs.first_start_steps(demo) == []  # a second start does nothing
+    assert bootstrap.first_start_steps(demo) == []  # a second start does nothing
 
 
 # -- pages on the prepared demo ------------------------------------------------------------------------------------
@@ -90,7 +91,7 @@ def test_dashboard_evaluates_a_run_that_has_no_evaluation(tmp_path: Path, synthe
     assert "has no evaluation of its test split yet" in texts(at)
     at.button(key="evaluate_mine_test").click().run()
     assert not at.exception and not errors(at)
-    assert (root / "mine" / "eval" / "test" / "summary.json").exists()
+    assert RunDir(root / "mine").summary("test").exists()
     assert charts(at) >= 7
     at.multiselect(key="dash_runs_mine").set_value(["mine", "demo"]).run()  # side by side
     assert not at.exception and not errors(at)
@@ -100,7 +101,7 @@ def test_dashboard_evaluates_a_run_that_has_no_evaluation(tmp_path: Path, synthe
 def test_gallery_draws_20_seeded_tiles_and_filters_misrouted(demo_root: Path, use_runs) -> None:
     use_runs(demo_root)
     at = start("gallery")
-    with open(demo_root / "demo" / "eval" / "test" / "predictions.csv", newline="") as handle:
+    with open(RunDir(demo_root / "demo").predictions("test"), newline="") as handle:
         rows = list(csv.DictReader(handle))
     assert not errors(at), errors(at)
     assert len(at.get("image")) == min(20, len(rows))
@@ -189,7 +190,7 @@ def test_missing_and_half_written_run_folders(tmp_path: Path, synthetic: Path, d
     shutil.copytree(demo_root / "demo" / "eval", root / "demo" / "eval")
     half = root / "half"
     half.mkdir()
-    shutil.copy(root / "demo" / "config.yaml", half / "config.yaml")
+    shutil.copy(RunDir(root / "demo").config, RunDir(half).config)
     at = start()
     at.selectbox(key="run_choice").set_value("half").run()
     assert not at.exception
@@ -231,7 +232,7 @@ def test_dataset_path_that_does_not_exist(demo_root: Path, use_runs, tmp_path: P
     at.button(key="train_start").click().run()
     assert not at.exception
     assert any("does not exist" in e for e in errors(at))
-    assert [r.name for r in runs.list_runs(demo_root)] == ["demo"]  # nothing launched
+    assert [r.name for r in catalogue.list_runs(demo_root)] == ["demo"]  # nothing launched
 
 
 # -- training from the page ----------------------------------------------------------------------------------------
@@ -258,7 +259,7 @@ def test_training_launched_from_the_page_survives_a_reload_and_reaches_the_dashb
     at.button(key="train_start").click().run()
     assert not at.exception and not errors(at), errors(at)
     folder = root / "from-page"
-    assert (folder / "config.yaml").exists()
+    assert RunDir(folder).config.exists()
     assert at.selectbox(key="train_watch").value == "from-page"
     assert at.selectbox(key="run_choice").value == "from-page"
 
@@ -266,9 +267,9 @@ def test_training_launched_from_the_page_survives_a_reload_and_reaches_the_dashb
     assert reloaded.selectbox(key="train_watch").value == "from-page"
     assert "from-page" in reloaded.dataframe[0].value["run"].tolist()
     deadline = time.time() + 180
-    while runs.run_info(folder).state in ("pending", "running") and time.time() < deadline:
+    while catalogue.run_info(folder).state in ("pending", "running") and time.time() < deadline:
         time.sleep(0.5)
-    assert runs.run_info(folder).state == "finished", runs.log_tail(folder)
+    assert catalogue.run_info(folder).state == "finished", catalogue.log_tail(folder)
 
     dashboard = start("dashboard")
     assert dashboard.multiselect(key="dash_runs_from-page").value == ["from-page"]
@@ -280,7 +281,8 @@ def test_training_launched_from_the_page_survives_a_reload_and_reaches_the_dashb
 def test_stop_and_resume_buttons_of_the_train_page(tmp_path: Path, synthetic: Path, demo_root: Path,
                                                    use_runs) -> None:
     from core.config import config_from_dict
-    from core.train.run_dir import RunDir, read_jsonl, read_status
+    from core.run.logs import read_jsonl
+    from core.run.status import read_status
 
     root = use_runs(tmp_path / "checkpoints")
     copy_demo(root, synthetic)
@@ -292,7 +294,7 @@ def test_stop_and_resume_buttons_of_the_train_page(tmp_path: Path, synthetic: Pa
         "train": {"epochs": 500, "batch_size": 4, "threads": 1},
     })
     info = runs.launch(config, root=root, name="long")
-    run = RunDir(info.path)
+    run = info.run
 
     def step_reached(at_least: int) -> bool:
         deadline = time.time() + 180
@@ -304,13 +306,13 @@ def test_stop_and_resume_buttons_of_the_train_page(tmp_path: Path, synthetic: Pa
         return False
 
     try:
-        assert step_reached(1), runs.log_tail(info.path)
+        assert step_reached(1), catalogue.log_tail(info.path)
         at = start("train")
         assert at.selectbox(key="train_watch").value == "long"
         at.button(key="stop_long").click().run()
         assert not at.exception and not errors(at), errors(at)
         deadline = time.time() + 120
-        while runs.run_info(info.path).state != "stopped" and time.time() < deadline:
+        while catalogue.run_info(info.path).state != "stopped" and time.time() < deadline:
             time.sleep(0.3)
         stopped = read_status(run)
         assert stopped["state"] == "stopped" and stopped["stop_reason"] == "stopped"  # the trainer's own clean stop
@@ -318,39 +320,39 @@ def test_stop_and_resume_buttons_of_the_train_page(tmp_path: Path, synthetic: Pa
         assert "stopped" in texts(at) and "stop_long" not in [b.key for b in at.button]
         at.button(key="resume_long").click().run()
         assert not at.exception and not errors(at), errors(at)
-        assert step_reached(stopped["step"] + 1), runs.log_tail(info.path)
+        assert step_reached(stopped["step"] + 1), catalogue.log_tail(info.path)
         steps = [s["step"] for s in read_jsonl(run.log)]
         assert steps[: stopped["step"]] == list(range(1, stopped["step"] + 1))  # resumed, not restarted
-        assert "resuming" in runs.log_tail(info.path, 200)
+        assert "resuming" in catalogue.log_tail(info.path, 200)
     finally:
-        if runs.run_info(info.path).alive:
+        if catalogue.run_info(info.path).alive:
             runs.stop(info.path, wait=60)
 
 
-# -- what the Predict page draws (core.views, no streamlit) ----------------------------------------------------------
+# -- what the Predict page draws (core.views.upload, no streamlit) ---------------------------------------------------
 
 def test_display_size_overlay_matches_the_full_resolution_masks() -> None:
     import cv2
     import numpy as np
 
-    from core import views
     from core.infer.predictor import Predictor
+    from core.views import upload as upload_views
 
     predictor = Predictor.from_run(ROOT / "checkpoints" / "demo")
     data = encode(photograph(1500, 1000), "JPEG", quality=90)
     prediction = predictor.predict(data, both=True)
-    display = views.display_image(data, max_side=600)
+    display = upload_views.display_image(data, max_side=600)
     assert display.shape == (400, 600, 3)
-    fast = views.lesion_probs_at(prediction, (600, 400))
+    fast = upload_views.lesion_probs_at(prediction, (600, 400))
     full = np.stack([prediction.probs_original(c) for c in range(5)]).astype(np.float32) / 255
     slow = np.stack([cv2.resize(full[c], (600, 400), interpolation=cv2.INTER_AREA) for c in range(5)])
     assert np.abs(fast - slow).mean() < 0.01
     assert abs(int((fast >= 0.5).sum()) - int((slow >= 0.5).sum())) <= 0.02 * max(1, int((slow >= 0.5).sum())) + 20
-    overlay = views.prediction_overlay(prediction, display, ["OD", "EX"], 0.5, 0.5)
+    overlay = upload_views.prediction_overlay(prediction, display, ["OD", "EX"], 0.5, 0.5)
     assert overlay.shape == display.shape and overlay.dtype == np.uint8
-    report = json.loads(views.report_json(prediction, "x.jpg", "demo", "synthetic images only", 0.5))
+    report = json.loads(upload_views.report_json(prediction, "x.jpg", "demo", "synthetic images only", 0.5))
     assert report["gate"]["task"] in ("segmentation", "classification") and report["file"] == "x.jpg"
     import io
     import zipfile
-    with zipfile.ZipFile(io.BytesIO(views.masks_zip(prediction, "x", 0.5))) as archive:
+    with zipfile.ZipFile(io.BytesIO(upload_views.masks_zip(prediction, "x", 0.5))) as archive:
         assert sorted(archive.namelist()) == [f"x_{c}.png" for c in sorted(("MA", "HE", "EX", "SE", "OD"))]

@@ -168,7 +168,8 @@ def test_a_crop_trained_run_predicts_lesions_by_windows_and_the_disc_whole(crop_
     predictor = Predictor.from_run(crop_run)
     assert predictor.tiles_lesions
     image = sorted((root / "A. Segmentation" / "1. Original Images" / "b. Testing Set").glob("*.jpg"))[0]
-    tensor, _, geometry, _ = predictor.prepare(image)
+    prepared = predictor.prepare(image)
+    tensor, geometry = prepared.tensor, prepared.geometry
     with torch.no_grad():
         whole = torch.sigmoid(predictor.model.segment(tensor)[0]).numpy()
     probs = predictor.segment_original(image, whole, geometry)
@@ -183,8 +184,8 @@ def test_a_crop_trained_run_predicts_lesions_by_windows_and_the_disc_whole(crop_
             assert not np.allclose(probs[c], whole_c, atol=1e-3), code  # the windows did contribute
     assert PREDICTION_SOURCES["OD"] == "whole"
     summary = evaluate_run(crop_run, split="test", full_res=True, progress=False)
-    assert "windows over a 128-px canvas" in summary["resolution"]
-    assert set(summary["segmentation"]["lesions"]) == set(LESIONS)
+    assert "windows over a 128-px canvas" in summary.resolution
+    assert set(summary.segmentation.lesions) == set(LESIONS)
 
 
 def test_predict_shows_windowed_lesions_on_the_canvas(crop_run: Path, crop_data: Path) -> None:
@@ -196,7 +197,7 @@ def test_predict_shows_windowed_lesions_on_the_canvas(crop_run: Path, crop_data:
     prediction = predictor.predict(image, both=True)
     tiled, _ = predictor.segment_tiled(image, scale=2)
     assert prediction.seg_probs.shape == (5, 64, 64)
-    tensor, _, _, _ = predictor.prepare(image)
+    tensor = predictor.prepare(image).tensor
     with torch.no_grad():
         canvas = torch.sigmoid(predictor.model.segment(tensor)[0]).numpy()
     for c, code in enumerate(LESIONS):

@@ -16,13 +16,15 @@ from PIL import Image
 from core.errors import DataError
 from core.evaluate.gallery import gallery
 from core.data.layout import LESIONS
-from core.evaluate.runner import evaluate_run, mask_file
+from core.evaluate.runner import evaluate_run
+from core.run.folder import mask_file
+from core.run.summary import EvalSummary
 
 ROOT = Path(__file__).resolve().parents[1]
 
 
 @pytest.fixture(scope="module")
-def evaluated(tiny_run_module: Path) -> dict:
+def evaluated(tiny_run_module: Path) -> EvalSummary:
     """One evaluation read by several tests; they only read the module's own copy of the run."""
     return evaluate_run(tiny_run_module, "test", progress=False)
 
@@ -32,7 +34,7 @@ def _rows(run: Path, split: str = "test") -> list[dict[str, str]]:
         return list(csv.DictReader(handle))
 
 
-def test_writes_every_file(tiny_run_module: Path, evaluated: dict) -> None:
+def test_writes_every_file(tiny_run_module: Path, evaluated: EvalSummary) -> None:
     folder = tiny_run_module / "eval" / "test"
     assert json.loads((folder / "summary.json").read_text())["n"] == 10
     curves = json.loads((folder / "curves.json").read_text())
@@ -42,28 +44,28 @@ def test_writes_every_file(tiny_run_module: Path, evaluated: dict) -> None:
     assert len(list((folder / "masks").glob("*.png"))) == 10 * 5
 
 
-def test_metrics_agree_with_the_per_sample_table(tiny_run_module: Path, evaluated: dict) -> None:
+def test_metrics_agree_with_the_per_sample_table(tiny_run_module: Path, evaluated: EvalSummary) -> None:
     rows = _rows(tiny_run_module)
     graded = [r for r in rows if r["dr_true"]]
     accuracy = np.mean([r["dr_true"] == r["dr_pred"] for r in graded])
-    assert evaluated["classification"]["dr"]["accuracy"] == pytest.approx(accuracy)
+    assert evaluated.classification.dr.accuracy == pytest.approx(accuracy)
     joint = np.mean([r["dr_true"] == r["dr_pred"] and r["dme_true"] == r["dme_pred"] for r in graded])
-    assert evaluated["classification"]["joint_accuracy"] == pytest.approx(joint)
+    assert evaluated.classification.joint_accuracy == pytest.approx(joint)
     misrouted = [r["id"] for r in rows if r["misrouted"] == "True"]
-    assert sorted(m["id"] for m in evaluated["gate"]["misrouted_samples"]) == sorted(misrouted)
-    assert evaluated["gate"]["accuracy"] == pytest.approx(1 - len(misrouted) / len(rows))
-    assert sum(map(sum, evaluated["gate"]["confusion_matrix"])) == 10
-    assert evaluated["n_segmentation"] == 4 and evaluated["n_classification"] == 6
-    for code, values in evaluated["segmentation"]["lesions"].items():
-        assert values["aupr"] is None or 0 <= values["aupr"] <= 1, code
-    assert evaluated["resolution"] == "model canvas 64 px"
+    assert sorted(m["id"] for m in evaluated.gate.misrouted_samples) == sorted(misrouted)
+    assert evaluated.gate.accuracy == pytest.approx(1 - len(misrouted) / len(rows))
+    assert sum(map(sum, evaluated.gate.confusion_matrix)) == 10
+    assert evaluated.n_segmentation == 4 and evaluated.n_classification == 6
+    for code, values in evaluated.segmentation.lesions.items():
+        assert values.aupr is None or 0 <= values.aupr <= 1, code
+    assert evaluated.resolution == "model canvas 64 px"
 
 
 def test_full_resolution_scores_at_the_original_size(tiny_run: Path) -> None:
     summary = evaluate_run(tiny_run, "test", full_res=True, progress=False)
-    assert summary["resolution"] == "original image size"
-    od = summary["segmentation"]["lesions"]["OD"]
-    assert od["pixels"] == 4 * 96 * 64  # four 96x64 test images, every pixel counted once
+    assert summary.resolution == "original image size"
+    od = summary.segmentation.lesions["OD"]
+    assert od.pixels == 4 * 96 * 64  # four 96x64 test images, every pixel counted once
 
 
 def test_empty_split_is_explained(tiny_run: Path, tmp_path: Path) -> None:
@@ -83,7 +85,7 @@ def test_cli_prints_a_summary(tiny_run: Path) -> None:
     assert "gate accuracy" in result.stdout and "DR accuracy" in result.stdout and "OD: dice" in result.stdout
 
 
-def test_gallery_draw_is_seeded_and_filterable(tiny_run_module: Path, evaluated: dict) -> None:
+def test_gallery_draw_is_seeded_and_filterable(tiny_run_module: Path, evaluated: EvalSummary) -> None:
     from core.data.metadata import load_metadata
 
     metadata = load_metadata(tiny_run_module / "metadata.json")
@@ -94,7 +96,7 @@ def test_gallery_draw_is_seeded_and_filterable(tiny_run_module: Path, evaluated:
     assert all(t.image is not None and t.image.exists() for t in first)
     assert all(t.masks["OD"].exists() for t in first)
     only = gallery(tiny_run_module, "test", n=20, seed=0, misrouted_only=True)
-    assert all(t.misrouted for t in only) and len(only) == len(evaluated["gate"]["misrouted_samples"])
+    assert all(t.misrouted for t in only) and len(only) == len(evaluated.gate.misrouted_samples)
     with pytest.raises(DataError, match="no evaluation of the val split"):
         gallery(tiny_run_module, "val")
 
@@ -168,11 +170,11 @@ def test_each_lesion_is_scored_against_its_own_truth(tiny_run: Path, monkeypatch
             truth[code].append(actual.reshape(-1))
     for code in LESIONS:
         p, t = np.concatenate(probs[code]), np.concatenate(truth[code])
-        scored = summary["segmentation"]["lesions"][code]
-        assert scored["positive_pixels"] == int(t.sum()), code
-        assert scored["dice"] == pytest.approx(2 * ((p >= 0.5) & t).sum() / ((p >= 0.5).sum() + t.sum()), abs=1e-9)
-        assert scored["aupr"] == pytest.approx(average_precision_score(t, p), abs=1e-9), code
-    counts = [summary["segmentation"]["lesions"][code]["positive_pixels"] for code in LESIONS]
+        scored = summary.segmentation.lesions[code]
+        assert scored.positive_pixels == int(t.sum()), code
+        assert scored.dice == pytest.approx(2 * ((p >= 0.5) & t).sum() / ((p >= 0.5).sum() + t.sum()), abs=1e-9)
+        assert scored.aupr == pytest.approx(average_precision_score(t, p), abs=1e-9), code
+    counts = [summary.segmentation.lesions[code].positive_pixels for code in LESIONS]
     assert len(set(counts)) > 1  # lesions of different sizes: a swap of channels cannot go unseen
 
 
@@ -184,7 +186,7 @@ def test_full_resolution_truth_is_each_lesions_own_file(tiny_run: Path) -> None:
     segmented = [s for s in load_metadata(tiny_run / "metadata.json").split("test") if s.masks is not None]
     for code in LESIONS:
         expected = sum(int(read_mask(s.masks[code]).sum()) for s in segmented if s.masks.get(code))
-        assert summary["segmentation"]["lesions"][code]["positive_pixels"] == expected, code
+        assert summary.segmentation.lesions[code].positive_pixels == expected, code
 
 
 def test_each_row_and_the_gate_summary_follow_from_the_gate_and_the_sample(tiny_run: Path) -> None:
@@ -195,7 +197,7 @@ def test_each_row_and_the_gate_summary_follow_from_the_gate_and_the_sample(tiny_
     summary = evaluate_run(tiny_run, "test", progress=False)
     samples = {s.id: s for s in load_metadata(tiny_run / "metadata.json").split("test")}
     rows = _rows(tiny_run)
-    assert summary["split"] == "test" and summary["weights"] == "best" and len(rows) == len(samples) == 10
+    assert summary.split == "test" and summary.weights == "best" and len(rows) == len(samples) == 10
     misrouted = 0
     for row in rows:
         sample = samples[row["id"]]
@@ -211,16 +213,16 @@ def test_each_row_and_the_gate_summary_follow_from_the_gate_and_the_sample(tiny_
         for head, classes in (("dr", 5), ("dme", 3)):
             probs = [float(row[f"{head}_p{k}"]) for k in range(classes)]
             assert sum(probs) == pytest.approx(1, abs=1e-4) and int(row[f"{head}_pred"]) == int(np.argmax(probs))
-    assert 0 < misrouted < len(rows) or summary["gate"]["misrouted"] == misrouted  # both kinds seen, or said so
-    assert summary["gate"]["misrouted"] == misrouted
-    assert summary["gate"]["accuracy"] == pytest.approx(1 - misrouted / len(rows))
+    assert 0 < misrouted < len(rows) or summary.gate.misrouted == misrouted  # both kinds seen, or said so
+    assert summary.gate.misrouted == misrouted
+    assert summary.gate.accuracy == pytest.approx(1 - misrouted / len(rows))
     graded_only = [r for r in rows if samples[r["id"]].task == "classification" and all(samples[r["id"]].task_vector) is False]
     by_grade: dict[str, list[bool]] = {}
     for row in graded_only:
         by_grade.setdefault(str(samples[row["id"]].dr_grade), []).append(row["misrouted"] == "False")
-    assert summary["gate"]["accuracy_by_dr_grade"] == {
+    assert summary.gate.accuracy_by_dr_grade == {
         grade: {"n": len(hits), "accuracy": sum(hits) / len(hits)} for grade, hits in sorted(by_grade.items())}
     truth = [samples[r["id"]].dr_grade for r in rows if samples[r["id"]].dr_grade is not None]
     predicted = [int(r["dr_pred"]) for r in rows if samples[r["id"]].dr_grade is not None]
-    assert summary["classification"]["dr"]["n"] == len(truth) == 6
-    assert summary["classification"]["dr"]["accuracy"] == pytest.approx(np.mean(np.array(truth) == np.array(predicted)))
+    assert summary.classification.dr.n == len(truth) == 6
+    assert summary.classification.dr.accuracy == pytest.approx(np.mean(np.array(truth) == np.array(predicted)))

@@ -12,7 +12,8 @@ from core.config import config_from_dict
 from core.errors import ConfigError
 from core.evaluate.runner import evaluate_run
 from core.infer.predictor import Predictor
-from core.model.evidence import FEATURES, GRADER_FILE, EvidenceGrader, fit_grader, lesion_evidence
+from core.infer.evidence import FEATURES, EvidenceGrader, fit_grader, lesion_evidence
+from core.run.folder import GRADER_FILE
 from core.train.trainer import Trainer
 
 
@@ -73,4 +74,26 @@ def test_training_fits_the_grader_and_prediction_and_evaluation_use_it(tmp_path:
     heads = Predictor.from_run(tmp_path / "run", use_grader=False).predict(image, both=True)
     assert not np.allclose(heads.dr_probs, prediction.dr_probs)  # the heads' grades are another thing
     summary = evaluate_run(tmp_path / "run", "val", progress=False)
-    assert summary["classification"]["source"] == "lesion evidence"
+    assert summary.classification.source == "lesion evidence"
+
+
+def test_the_grader_is_fitted_on_the_maps_it_is_applied_to(tiny_run: Path) -> None:
+    """With test-time flips, prediction and evaluation grade flip-averaged maps: the fit must read the same maps
+    (it once read plain sigmoid maps, and the grader met another kind of evidence than it had learned from)."""
+    import yaml
+
+    from core.data.metadata import load_metadata
+    from core.train.grader import collect_evidence
+
+    config = yaml.safe_load((tiny_run / "config.yaml").read_text())
+    config["infer"] = {"tta": "flips"}
+    (tiny_run / "config.yaml").write_text(yaml.safe_dump(config))
+    predictor = Predictor.from_run(tiny_run, use_grader=False)
+    samples = load_metadata(tiny_run / "metadata.json").split("test")[:4]
+    fitted_on = collect_evidence(predictor, samples, progress=False)
+    applied_to = np.stack([lesion_evidence(predictor.predict(s.image, both=True).seg_probs) for s in samples])
+    assert np.allclose(fitted_on, applied_to, atol=1e-4)
+    plain = Predictor.from_run(tiny_run, use_grader=False)
+    plain.config.infer.tta = "none"
+    unflipped = np.stack([lesion_evidence(plain.predict(s.image, both=True).seg_probs) for s in samples])
+    assert not np.allclose(unflipped, applied_to, atol=1e-4)  # the flips change the evidence: the check can fail

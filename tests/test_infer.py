@@ -59,7 +59,8 @@ def test_predictions_match_training_preprocessing(tiny_run: Path) -> None:
 
     predictor = Predictor.from_run(tiny_run)
     image = fundus(300, 200, seed=9)
-    tensor, canvas, geometry, _ = predictor.prepare(image)
+    prepared = predictor.prepare(image)
+    tensor, canvas, geometry = prepared.tensor, prepared.canvas, prepared.geometry
     rgb, original = decode_for_canvas(image, predictor.preprocess.size)
     expected, _ = preprocess_image(rgb, original, predictor.preprocess)
     torch.testing.assert_close(tensor[0], normalize(expected, predictor.mean, predictor.std))
@@ -128,7 +129,7 @@ def test_gradcam_weighs_the_deepest_map_by_the_grades_own_gradient(tiny_run: Pat
     deepest feature maps weighted by the mean gradient of the chosen grade's logit, upsampled, peak 1."""
     predictor = Predictor.from_run(tiny_run)
     image = fundus(128, 96, seed=7)
-    tensor = predictor.prepare(image)[0]
+    tensor = predictor.prepare(image).tensor
     with torch.enable_grad():
         features = predictor.model.backbone(tensor)
         dr, dme = predictor.model.classifier(predictor.model.pooled_features(features))

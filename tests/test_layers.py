@@ -14,6 +14,8 @@ import subprocess
 import sys
 from pathlib import Path
 
+import pytest
+
 ROOT = Path(__file__).resolve().parents[1]
 
 
@@ -32,19 +34,25 @@ def test_core_keeps_its_layers():
         assert f"{name} KEPT" in result.stdout
 
 
-def test_an_upward_import_breaks_the_layers(tmp_path):
+@pytest.mark.parametrize(("module", "imported"), [
+    ("core/data/layout.py", "core.train.trainer"),
+    ("core/run/folder.py", "core.infer.predictor"),  # the run layer sits below inference
+    ("core/infer/evidence.py", "core.evaluate.metrics"),  # inference sits below evaluation
+])
+def test_an_upward_import_breaks_the_layers(tmp_path, module, imported):
     def ignore(folder: str, names: list[str]) -> set[str]:
         return {n for n in names if n == "__pycache__"}
 
     shutil.copytree(ROOT / "core", tmp_path / "core", ignore=ignore)
     shutil.copytree(ROOT / "pages", tmp_path / "pages", ignore=ignore)
     shutil.copy(ROOT / "pyproject.toml", tmp_path / "pyproject.toml")
-    layout = tmp_path / "core" / "data" / "layout.py"
-    layout.write_text("import core.train.trainer\n" + layout.read_text())
+    planted = tmp_path / module
+    planted.write_text(f"import {imported}\n" + planted.read_text())
     result = _lint_imports(tmp_path)
     assert result.returncode != 0, result.stdout
     assert "core is layered BROKEN" in result.stdout
-    assert "core.data.layout -> core.train.trainer (l.1)" in result.stdout
+    source = module.removesuffix(".py").replace("/", ".")
+    assert f"{source} -> {imported} (l.1)" in result.stdout
 
 
 def _imported(path: Path) -> set[str]:

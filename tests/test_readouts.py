@@ -11,10 +11,10 @@ import pytest
 import torch
 
 from builders import fundus, write_image
-from core import views
 from core.infer.batch import predict_paths
 from core.infer.clinical import implied_dme, lesion_stats, place_fovea
 from core.infer.predictor import Predictor
+from core.views import upload as upload_views
 from core.vocabulary import LESIONS
 from studio_helpers import bad_uploads
 
@@ -37,7 +37,7 @@ def test_area_fractions_are_shares_of_the_photograph(tiny_run: Path, image: str)
     assert all(0.0 <= f <= 1.0 for f in _fractions(prediction).values()), _fractions(prediction)
     prediction.seg_probs = np.ones_like(prediction.seg_probs)  # every pixel lesion: the denominator, exactly
     assert _fractions(prediction) == dict.fromkeys(LESIONS, 1.0)
-    assert all(row["% of field of view"] == 100.0 for row in views.lesion_rows(prediction, 0.5))
+    assert all(row["% of field of view"] == 100.0 for row in upload_views.lesion_rows(prediction, 0.5))
 
 
 def test_predict_csv_area_fractions_never_exceed_one(tiny_run: Path, tmp_path: Path,

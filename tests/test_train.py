@@ -13,8 +13,9 @@ import torch
 import yaml
 
 from builders import FixtureSpec, make_idrid
-from core.train.checkpoint import read_weights
-from core.train.run_dir import RunDir, read_jsonl
+from core.run.weights import read_weights
+from core.run.folder import RunDir
+from core.run.logs import read_jsonl
 
 ROOT = Path(__file__).resolve().parents[1]
 
@@ -131,7 +132,7 @@ def test_cli_resume_continues_the_run_from_its_own_config(tmp_path: Path, tiny_r
 
 def test_best_weights_are_the_best_epoch_by_the_chosen_metric(tmp_path: Path, tiny_root: Path) -> None:
     from core.config import load_config
-    from core.train.checkpoint import read_weights
+    from core.run.weights import read_weights
     from core.train.trainer import Trainer
 
     for metric, pick in (("val/score", max), ("val/total", min)):

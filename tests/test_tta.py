@@ -16,8 +16,8 @@ from core.config import config_from_dict
 from core.errors import ConfigError
 from core.infer.predictor import Predictor
 from core.infer.tta import TTA_VIEWS, segment_probs
-from core.train.run_dir import RunDir, trained_tasks
-from core.views import gate_sentence
+from core.run.folder import RunDir
+from core.views.upload import gate_sentence
 
 
 def _flip_by_hand(model, images: torch.Tensor) -> torch.Tensor:
@@ -49,7 +49,7 @@ def test_the_run_config_turns_flips_on_for_prediction(tiny_run: Path) -> None:
         plain.config.infer, tta="flips")), tasks=plain.tasks)
     image = fundus(160, 120, seed=3)
     a, b = plain.predict(image, both=True), flipped.predict(image, both=True)
-    tensor = plain.prepare(image)[0]
+    tensor = plain.prepare(image).tensor
     assert torch.allclose(torch.from_numpy(b.seg_probs), _flip_by_hand(plain.model, tensor)[0], atol=1e-5)
     assert abs(a.seg_probs - b.seg_probs).max() > 1e-4
     assert (a.dr_probs == b.dr_probs).all() and (a.gate_probs == b.gate_probs).all()  # flips touch lesions only
@@ -76,8 +76,8 @@ def _one_task_run(tiny_run: Path, tmp_path: Path, task: str) -> Path:
 @pytest.mark.parametrize("task", ["segmentation", "classification"])
 def test_a_one_task_run_sends_every_photograph_to_its_expert(tiny_run: Path, tmp_path: Path, task: str) -> None:
     run = _one_task_run(tiny_run, tmp_path, task)
-    assert trained_tasks(RunDir(run)) == (task,)
-    assert trained_tasks(RunDir(tiny_run)) == ("segmentation", "classification")
+    assert RunDir(run).trained_tasks() == (task,)
+    assert RunDir(tiny_run).trained_tasks() == ("segmentation", "classification")
     predictor = Predictor.from_run(run)
     for seed in range(3):
         prediction = predictor.predict(fundus(160, 120, seed=seed))
@@ -92,23 +92,23 @@ def test_a_run_without_a_readable_split_counts_as_both_tasks(tiny_run: Path, tmp
     run = tmp_path / "no-split"
     shutil.copytree(tiny_run, run)
     (run / "metadata.json").write_text("{not json")
-    assert trained_tasks(RunDir(run)) == ("segmentation", "classification")
+    assert RunDir(run).trained_tasks() == ("segmentation", "classification")
     (run / "metadata.json").unlink()
-    assert trained_tasks(RunDir(run)) == ("segmentation", "classification")
+    assert RunDir(run).trained_tasks() == ("segmentation", "classification")
 
 
 def test_evaluating_a_one_task_run_reports_no_gate_figures(tiny_run: Path, tmp_path: Path) -> None:
     from core.evaluate.runner import evaluate_run
-    from core.views import challenge_rows, load_evaluation
+    from core.views.evaluation import challenge_rows, load_evaluation
 
     run = _one_task_run(tiny_run, tmp_path, "segmentation")
     config = yaml.safe_load((run / "config.yaml").read_text())
     config["infer"] = {"tta": "hflip"}
     (run / "config.yaml").write_text(yaml.safe_dump(config))
     summary = evaluate_run(run, split="test", progress=False)
-    assert summary["gate"]["trained"] is False and summary["gate"]["misrouted_samples"] == []
-    assert "segmentation only" in summary["gate"]["note"]
-    assert "test-time flips (hflip)" in summary["resolution"]
+    assert summary.gate.trained is False and summary.gate.misrouted_samples == []
+    assert "segmentation only" in summary.gate.note
+    assert "test-time flips (hflip)" in summary.resolution
     rows = (run / "eval" / "test" / "predictions.csv").read_text().splitlines()
     assert len(rows) > 1 and all(",segmentation,False," in row for row in rows[1:])
     first = challenge_rows(load_evaluation(run, "test"))[0]

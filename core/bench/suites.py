@@ -193,8 +193,8 @@ def _write_run(folder: Path, setting: Setting) -> Path:
     """A run folder with random weights: what ``Predictor.from_run`` reads in the cold-start measurement."""
     from core.config import Config
     from core.model.factory import build_model, model_signature
-    from core.train.checkpoint import save_weights
-    from core.train.run_dir import RunDir
+    from core.run.weights import save_weights
+    from core.run.folder import RunDir
 
     config = Config(name="bench")
     config.data.image_size = setting.size

@@ -5,6 +5,9 @@ from __future__ import annotations
 import argparse
 from pathlib import Path
 
+from core.run.folder import RunDir
+from core.run.summary import EvalSummary
+
 
 def register(subparsers: argparse._SubParsersAction) -> None:
     parser = subparsers.add_parser(
@@ -24,37 +27,36 @@ def register(subparsers: argparse._SubParsersAction) -> None:
     parser.set_defaults(func=run)
 
 
-def format_summary(summary: dict) -> str:
-    lines = [f"{summary['run']} on {summary['split']}: {summary['n']} samples "
-             f"({summary['n_segmentation']} segmentation, {summary['n_classification']} graded), "
-             f"{summary['seconds']} s"]
-    gate = summary["gate"]
-    if gate.get("accuracy") is not None:
-        by_task = ", ".join(f"{k} {v:.3f}" for k, v in gate["accuracy_by_task"].items() if v is not None)
-        lines.append(f"gate accuracy {gate['accuracy']:.3f} ({by_task}), misrouted {gate['misrouted']}")
+def format_summary(summary: EvalSummary) -> str:
+    lines = [f"{summary.run} on {summary.split}: {summary.n} samples "
+             f"({summary.n_segmentation} segmentation, {summary.n_classification} graded), {summary.seconds} s"]
+    gate = summary.gate
+    if gate.accuracy is not None:
+        by_task = ", ".join(f"{k} {v:.3f}" for k, v in (gate.accuracy_by_task or {}).items() if v is not None)
+        lines.append(f"gate accuracy {gate.accuracy:.3f} ({by_task}), misrouted {gate.misrouted}")
         matrix = "; ".join(f"{row} -> " + "/".join(map(str, counts))
-                           for row, counts in zip(gate["row_labels"], gate["confusion_matrix"], strict=True))
+                           for row, counts in zip(gate.row_labels or [], gate.confusion_matrix or [], strict=True))
         lines.append(f"  routing (true -> segmentation/classification): {matrix}")
-        if gate.get("accuracy_by_dr_grade"):
+        if gate.accuracy_by_dr_grade:
             lines.append("  gate on graded-only photographs by DR grade: " + ", ".join(
-                f"{g}: {v['accuracy']:.2f} of {v['n']}" for g, v in gate["accuracy_by_dr_grade"].items()))
-    check = gate.get("shortcut_check")
+                f"{g}: {v['accuracy']:.2f} of {v['n']}" for g, v in gate.accuracy_by_dr_grade.items()))
+    check = gate.shortcut_check
     if check:
         lines.append(f"shortcut check ({check['degradation']}) on {check['n']} photographs with masks: "
                      f"{check['route_flips']} route flips, p(segmentation) moves by "
                      f"{check['mean_abs_shift_p_segmentation']} on average: "
                      + ("passed" if check["passed"] else "FAILED") + f" ({check['rule']})")
-    cls = summary["classification"]
-    if cls["dr"].get("accuracy") is not None:
-        kappa = cls["dr"].get("kappa_quadratic")
-        lines.append(f"DR accuracy {cls['dr']['accuracy']:.3f}, macro F1 {cls['dr']['f1_macro']:.3f}, "
-                     f"kappa {kappa if kappa is None else round(kappa, 3)}; DME accuracy {cls['dme']['accuracy']:.3f}; "
-                     f"joint {cls['joint_accuracy']:.3f}")
-    lesions = summary["segmentation"]["lesions"]
+    cls = summary.classification
+    if cls.dr.accuracy is not None:
+        kappa = cls.dr.kappa_quadratic
+        lines.append(f"DR accuracy {cls.dr.accuracy:.3f}, macro F1 {cls.dr.f1_macro:.3f}, "
+                     f"kappa {kappa if kappa is None else round(kappa, 3)}; DME accuracy {cls.dme.accuracy:.3f}; "
+                     f"joint {cls.joint_accuracy:.3f}")
+    lesions = summary.segmentation.lesions
     if lesions:
-        lines.append(f"segmentation at {summary['segmentation']['resolution']}:")
-        for code, values in lesions.items():
-            parts = [f"{k} {v:.3f}" for k, v in values.items() if isinstance(v, float)]
+        lines.append(f"segmentation at {summary.segmentation.resolution}:")
+        for code, scores in lesions.items():
+            parts = [f"{k} {v:.3f}" for k, v in vars(scores).items() if isinstance(v, float)]
             lines.append(f"  {code}: " + ", ".join(parts))
     return "\n".join(lines)
 
@@ -65,5 +67,5 @@ def run(args: argparse.Namespace) -> int:
     summary = evaluate_run(args.run, args.split, args.data, args.full_res, args.weights,
                            gate_audit=args.gate_audit)
     print(format_summary(summary))
-    print(f"wrote {args.run / 'eval' / args.split}")
+    print(f"wrote {RunDir.of(args.run).eval_dir(args.split)}")
     return 0

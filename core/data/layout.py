@@ -8,6 +8,7 @@ folder per half. Folders are therefore matched by the words in their names, neve
 from __future__ import annotations
 
 import re
+from collections.abc import Callable
 from dataclasses import dataclass, field
 from pathlib import Path
 
@@ -82,8 +83,9 @@ def _looks_like_half(folder: Path) -> bool:
     return find_child(folder, "original image", "groundtruth", "ground truth") is not None
 
 
-def segmentation_folders(root: Path) -> HalfFolders | None:
-    base = find_half(root, ("segmentation",))
+def _half_folders(root: Path, word: str, truth_for: Callable[[Path, str], Path | None]) -> HalfFolders | None:
+    """The half whose folder name holds ``word``: its image folder per split and, by ``truth_for``, its truth."""
+    base = find_half(root, (word,))
     if base is None:
         return None
     half = HalfFolders(root=root, base=base)
@@ -92,28 +94,25 @@ def segmentation_folders(root: Path) -> HalfFolders | None:
     for split in SPLITS:
         if images is not None and (folder := split_folder(images, split)) is not None:
             half.images[split] = folder
-        if truth is not None and (folder := split_folder(truth, split)) is not None:
-            half.truth[split] = folder
+        if truth is not None and (found := truth_for(truth, split)) is not None:
+            half.truth[split] = found
     return half
+
+
+def segmentation_folders(root: Path) -> HalfFolders | None:
+    """The segmentation half: one ground-truth folder per split, holding a folder per lesion."""
+    return _half_folders(root, "segmentation", split_folder)
+
+
+def _grading_csv(truth: Path, split: str) -> Path | None:
+    word = "training" if split == "train" else "testing"
+    hits = [p for p in sorted(truth.iterdir()) if p.suffix.lower() == ".csv" and word in p.name.lower()]
+    return hits[0] if hits else None
 
 
 def grading_folders(root: Path) -> HalfFolders | None:
-    base = find_half(root, ("grading",))
-    if base is None:
-        return None
-    half = HalfFolders(root=root, base=base)
-    images = find_child(base, "original image")
-    truth = find_child(base, "groundtruth", "ground truth")
-    for split in SPLITS:
-        if images is not None and (folder := split_folder(images, split)) is not None:
-            half.images[split] = folder
-        if truth is not None:
-            csvs = [p for p in sorted(truth.iterdir()) if p.suffix.lower() == ".csv"]
-            word = "training" if split == "train" else "testing"
-            hits = [p for p in csvs if word in p.name.lower()]
-            if hits:
-                half.truth[split] = hits[0]
-    return half
+    """The grading half: one label CSV per split in its ground-truth folder."""
+    return _half_folders(root, "grading", _grading_csv)
 
 
 def lesion_folders(truth_split_folder: Path) -> dict[str, Path]:

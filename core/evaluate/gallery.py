@@ -10,8 +10,7 @@ import numpy as np
 
 from core.data.metadata import Metadata
 from core.errors import DataError
-from core.evaluate.runner import mask_file
-from core.train.run_dir import RunDir
+from core.run.folder import RunDir, mask_file
 from core.vocabulary import DME_NAMES, DR_NAMES, LESIONS
 
 
@@ -31,11 +30,12 @@ class Tile:
         return self.task == "both"
 
 
-def read_predictions(run_dir: Path | str, split: str) -> list[dict[str, str]]:
-    path = RunDir(Path(run_dir)).eval_dir(split) / "predictions.csv"
+def read_predictions(run_dir: RunDir | Path | str, split: str) -> list[dict[str, str]]:
+    run = RunDir.of(run_dir)
+    path = run.predictions(split)
     if not path.exists():
-        raise DataError(f"run {Path(run_dir).name} has no evaluation of the {split} split yet "
-                        f"(python -m core evaluate --run {run_dir} --split {split})")
+        raise DataError(f"run {run.name} has no evaluation of the {split} split yet "
+                        f"(python -m core evaluate --run {run.path} --split {split})")
     with open(path, newline="", encoding="utf-8") as handle:
         return list(csv.DictReader(handle))
 

@@ -16,13 +16,8 @@ from pathlib import Path
 from typing import Any
 
 import numpy as np
-import torch
 from PIL import Image
-from torch.utils.data import DataLoader
-from tqdm import tqdm
 
-from core.data.cache import PreprocessCache, default_cache_dir
-from core.data.dataset import IdridDataset, collate
 from core.data.imageio import read_mask
 from core.data.metadata import Metadata, load_metadata
 from core.data.sources import resolve_metadata
@@ -38,7 +33,15 @@ from core.evaluate.metrics import (
 )
 from core.fileio import atomic_write, atomic_write_text
 from core.infer.predictor import Predictor
-from core.train.run_dir import RunDir
+from core.run.folder import RunDir, mask_file
+from core.run.summary import (
+    ClassificationSummary,
+    ClassScores,
+    EvalSummary,
+    GateSummary,
+    LesionScores,
+    SegmentationSummary,
+)
 from core.vocabulary import DME_NAMES, DR_NAMES, LESIONS, NUM_DME_RISKS, NUM_DR_GRADES, TASKS
 
 
@@ -63,10 +66,6 @@ def _png(probs: np.ndarray) -> bytes:
     buffer = io.BytesIO()
     Image.fromarray(np.clip(probs * 255.0 + 0.5, 0, 255).astype(np.uint8)).save(buffer, format="PNG", optimize=True)
     return buffer.getvalue()
-
-
-def mask_file(folder: Path, sample_id: str, lesion: str) -> Path:
-    return folder / "masks" / f"{sample_id.replace('/', '__')}_{lesion}.png"
 
 
 def _full_res_truth(sample, geometry) -> np.ndarray:
@@ -117,16 +116,16 @@ def _image_dice(probs: np.ndarray, truth: np.ndarray) -> dict[str, float | None]
     return {code: dice_iou(probs[channel] >= 0.5, truth[channel])[0] for channel, code in enumerate(LESIONS)}
 
 
-def evaluate_run(run_dir: Path | str, split: str = "test", data: Path | None = None, full_res: bool = False,
+def evaluate_run(run_dir: RunDir | Path | str, split: str = "test", data: Path | None = None, full_res: bool = False,
                  weights: str = "best", progress: bool = True, batch_size: int = 4,
-                 gate_audit: bool = False) -> dict[str, Any]:
+                 gate_audit: bool = False) -> EvalSummary:
     """Score ``run_dir`` on ``split`` and write ``eval/<split>/``; returns the summary.
 
-    ``gate_audit`` adds the shortcut check (``core.evaluate.gate_audit``) as ``summary["gate"]["shortcut_check"]``.
+    ``gate_audit`` adds the shortcut check (``core.evaluate.gate_audit``) as ``summary.gate.shortcut_check``.
     """
     started = time.time()
-    run = RunDir(Path(run_dir))
-    predictor = Predictor.from_run(run.path, weights=weights)
+    run = RunDir.of(run_dir)
+    predictor = Predictor.from_run(run, weights=weights)
     config = predictor.config
     metadata = run_metadata(run, config.data, data, progress)
     samples = metadata.split(split)
@@ -134,88 +133,75 @@ def evaluate_run(run_dir: Path | str, split: str = "test", data: Path | None = N
         counts = {s: len(metadata.split(s)) for s in ("train", "val", "test")}
         raise DataError(f"the {split} split of this dataset is empty ({counts}); choose another with --split")
     out = run.eval_dir(split)
-    cache = PreprocessCache(Path(config.data.cache_dir).expanduser() if config.data.cache_dir else default_cache_dir())
-    dataset = IdridDataset(samples, predictor.preprocess, predictor.mean, predictor.std, cache, None)
-    loader = DataLoader(dataset, batch_size=batch_size, collate_fn=collate, num_workers=0)
     accumulator = SegmentationAccumulator(LESIONS)
-    rows = _Rows(predictor.tasks[0] if len(predictor.tasks) == 1 else None)
+    rows = _Rows(predictor.only_task)
     masks: dict[Path, bytes] = {}
-    model, device = predictor.model, predictor.device
     resolution = "original image size" if full_res else f"model canvas {config.data.image_size} px"
     if full_res and predictor.tiles_lesions:
         side = round(config.data.image_size * config.data.crop_scale)
         resolution += f" (lesions by {config.data.image_size}-px windows over a {side}-px canvas, optic disc whole)"
     if config.infer.tta != "none":
         resolution += f", lesion maps averaged over test-time flips ({config.infer.tta})"
-    with torch.no_grad():
-        for batch in tqdm(loader, desc=f"evaluate {split}", disable=not progress, leave=False):
-            images = batch["image"].to(device)
-            output = model(images, route="both")
-            gate = output.gate_probs.cpu().numpy()
-            seg = predictor.lesion_probs(images, output.seg_logits).cpu().numpy()  # with the run's test-time flips
-            dr = output.dr_logits.float().softmax(1).cpu().numpy()
-            dme = output.dme_logits.float().softmax(1).cpu().numpy()
-            if predictor.grader is not None:  # grades read from the lesions the segmentation expert found
-                graded = [predictor.grades_from_lesions(probs) for probs in seg]
-                dr, dme = np.stack([g[0] for g in graded]), np.stack([g[1] for g in graded])
-            for row, index in enumerate(batch["index"].tolist()):
-                sample = samples[index]
-                dice: dict[str, float | None] = {}
-                if sample.masks is not None:
-                    if full_res:
-                        geometry = cache.get(sample.image, sample.masks, predictor.preprocess).geometry  # a hit
-                        probs = predictor.segment_original(sample.image, seg[row], geometry)
-                        truth = _full_res_truth(sample, geometry)
-                    else:
-                        probs, truth = seg[row], batch["mask"][row].numpy() > 0
-                    accumulator.add(probs, truth)
-                    dice = _image_dice(probs, truth)
-                for channel, code in enumerate(LESIONS):
-                    masks[mask_file(out, sample.id, code)] = _png(seg[row][channel])
-                rows.add(sample, gate[row], dr[row], dme[row], dice)
-    summary = _summarise(rows.rows, accumulator, samples, split, resolution, run, weights, predictor.grades_source)
+    for batch in predictor.canvas_batches(samples, batch_size, progress, desc=f"evaluate {split}"):
+        result = predictor.infer(batch["image"], route="both")  # every expert on every sample, grades as served
+        seg, dr, dme = (result.stacked(name) for name in ("seg_probs", "dr_probs", "dme_probs"))
+        for row, index in enumerate(batch["index"].tolist()):
+            sample = samples[index]
+            dice: dict[str, float | None] = {}
+            if sample.masks is not None:
+                if full_res:
+                    geometry = predictor.cache.get(sample.image, sample.masks, predictor.preprocess).geometry  # a hit
+                    probs = predictor.segment_original(sample.image, seg[row], geometry)
+                    truth = _full_res_truth(sample, geometry)
+                else:
+                    probs, truth = seg[row], batch["mask"][row].numpy() > 0
+                accumulator.add(probs, truth)
+                dice = _image_dice(probs, truth)
+            for channel, code in enumerate(LESIONS):
+                masks[mask_file(out, sample.id, code)] = _png(seg[row][channel])
+            rows.add(sample, result.gate_probs[row], dr[row], dme[row], dice)
+    lesions = accumulator.summary() if any(s.masks is not None for s in samples) else {}
+    summary = _summarise(rows.rows, lesions, samples, split, resolution, run, weights, predictor.grades_source)
     if gate_audit:
-        summary["gate"]["shortcut_check"] = audit_gate(predictor, samples, progress)
-    summary["seconds"] = round(time.time() - started, 2)
+        summary.gate.shortcut_check = audit_gate(predictor, samples, progress)
+    summary.seconds = round(time.time() - started, 2)
     if rows.only_task:  # accuracy figures of an untrained gate would read as a failure of routing
-        summary["gate"] = {"n": len(rows.rows), "trained": False, "misrouted": 0, "misrouted_samples": [],
-                           "note": f"the run learned {rows.only_task} only: its gate was not trained and every "
-                                   f"image went to the {rows.only_task} expert"}
+        summary.gate = GateSummary(n=len(rows.rows), trained=False, misrouted=0, misrouted_samples=[],
+                                   note=f"the run learned {rows.only_task} only: its gate was not trained and every "
+                                        f"image went to the {rows.only_task} expert")
     for path, data_bytes in masks.items():
         atomic_write(path, lambda stream, b=data_bytes: stream.write(b))
-    rows.write(out / "predictions.csv")
-    curves = {code: {**value.pop("pr_curve"), "aupr": value["aupr"]}
-              for code, value in summary["segmentation"]["lesions"].items() if "pr_curve" in value}
-    atomic_write_text(out / "curves.json", json.dumps(curves) + "\n")
-    atomic_write_text(out / "summary.json", json.dumps(summary, indent=1) + "\n")
+    rows.write(run.predictions(split))
+    curves = {code: {**value["pr_curve"], "aupr": value["aupr"]} for code, value in lesions.items()}
+    atomic_write_text(run.curves(split), json.dumps(curves) + "\n")
+    summary.save(run.summary(split))
     return summary
 
 
-def _summarise(rows: list[dict[str, Any]], accumulator: SegmentationAccumulator, samples, split: str,
-               resolution: str, run: RunDir, weights: str, grades_source: str) -> dict[str, Any]:
+def _summarise(rows: list[dict[str, Any]], lesions: dict[str, dict[str, Any]], samples, split: str,
+               resolution: str, run: RunDir, weights: str, grades_source: str) -> EvalSummary:
     graded = [r for r in rows if r["dr_true"] is not None]
     graded_only = [r for r in graded if r["task"] == "classification"]  # is a severe grade sent to segmentation?
-    segmented = [s for s in samples if s.masks is not None]
     vectors = np.array([s.task_vector for s in samples])
     gate = np.array([[r["gate_p_segmentation"], r["gate_p_classification"]] for r in rows])
     misrouted = sorted(({"id": r["id"], "task": r["task"], "route": r["route"], "confidence": r["gate_confidence"]}
                         for r in rows if r["misrouted"]), key=lambda r: -r["confidence"])
-    seg_summary = accumulator.summary() if segmented else {}
-    return {
-        "run": run.path.name, "split": split, "weights": weights, "n": len(rows),
-        "n_segmentation": len(segmented), "n_classification": len(graded),
-        "resolution": resolution,
-        "gate": {**routing_report(vectors, gate), "misrouted_samples": misrouted,
-                 "accuracy_by_dr_grade": accuracy_by_group(
-                     [not r["misrouted"] for r in graded_only], [r["dr_true"] for r in graded_only])},
-        "classification": {
-            "dr": classification_report([r["dr_true"] for r in graded], [r["dr_pred"] for r in graded],
-                                        NUM_DR_GRADES),
-            "dme": classification_report([r["dme_true"] for r in graded], [r["dme_pred"] for r in graded],
-                                         NUM_DME_RISKS),
-            "joint_accuracy": joint_accuracy([r["dr_true"] for r in graded], [r["dr_pred"] for r in graded],
-                                             [r["dme_true"] for r in graded], [r["dme_pred"] for r in graded]),
-            "dr_labels": list(DR_NAMES), "dme_labels": list(DME_NAMES), "source": grades_source,
-        },
-        "segmentation": {"resolution": resolution, "lesions": seg_summary},
-    }
+    dr_true, dr_pred = [r["dr_true"] for r in graded], [r["dr_pred"] for r in graded]
+    dme_true, dme_pred = [r["dme_true"] for r in graded], [r["dme_pred"] for r in graded]
+    return EvalSummary(
+        run=run.name, split=split, weights=weights, n=len(rows),
+        n_segmentation=sum(s.masks is not None for s in samples), n_classification=len(graded),
+        resolution=resolution,
+        gate=GateSummary(**routing_report(vectors, gate), misrouted_samples=misrouted,
+                         accuracy_by_dr_grade=accuracy_by_group([not r["misrouted"] for r in graded_only],
+                                                                [r["dr_true"] for r in graded_only])),
+        classification=ClassificationSummary(
+            dr=ClassScores(**classification_report(dr_true, dr_pred, NUM_DR_GRADES)),
+            dme=ClassScores(**classification_report(dme_true, dme_pred, NUM_DME_RISKS)),
+            joint_accuracy=joint_accuracy(dr_true, dr_pred, dme_true, dme_pred),
+            dr_labels=list(DR_NAMES), dme_labels=list(DME_NAMES), source=grades_source,
+        ),
+        segmentation=SegmentationSummary(resolution, {
+            code: LesionScores(**{k: v for k, v in value.items() if k != "pr_curve"}) for code, value in lesions.items()
+        }),
+    )

@@ -10,6 +10,7 @@ from __future__ import annotations
 
 import csv
 import io
+import time
 from collections.abc import Iterator
 from pathlib import Path
 from typing import Any
@@ -20,7 +21,8 @@ from tqdm import tqdm
 
 from core.errors import DataError, StudioError
 from core.fileio import atomic_write, atomic_write_bytes
-from core.infer.predictor import Predictor
+from core.infer.predictor import Prediction, Predictor, Prepared
+from core.run.folder import mask_file
 from core.vocabulary import LESIONS
 
 INPUT_SUFFIXES = (".jpg", ".jpeg", ".png", ".tif", ".tiff", ".bmp")
@@ -43,8 +45,7 @@ def _png(mask: np.ndarray) -> bytes:
     return buffer.getvalue()
 
 
-def _row(path: Path, predictor: Predictor, out: Path, both: bool, threshold: float) -> dict[str, Any]:
-    prediction = predictor.predict(path, both=both)
+def _row(path: Path, prediction: Prediction, out: Path, threshold: float) -> dict[str, Any]:
     report = prediction.report(threshold)
     row: dict[str, Any] = {"image": str(path), "error": "", "route": prediction.task,
                            "gate_confidence": round(prediction.confidence, 4),
@@ -54,8 +55,7 @@ def _row(path: Path, predictor: Predictor, out: Path, both: bool, threshold: flo
         row["dme_risk"] = report["dme_risk"]["predicted"]
     if prediction.seg_probs is not None:
         for channel, code in enumerate(LESIONS):
-            atomic_write_bytes(out / "masks" / f"{path.stem}_{code}.png",
-                               _png(prediction.mask_original(channel, threshold)))
+            atomic_write_bytes(mask_file(out, path.stem, code), _png(prediction.mask_original(channel, threshold)))
             row[f"{code}_count"] = report["lesions"][code]["count"]
             row[f"{code}_area_fraction"] = round(report["lesions"][code]["area_fraction"], 6)
         implied = report.get("implied_dme") or {}
@@ -64,16 +64,33 @@ def _row(path: Path, predictor: Predictor, out: Path, both: bool, threshold: flo
 
 
 def predict_paths(predictor: Predictor, source: Path, out: Path, both: bool = False, threshold: float = 0.5,
-                  progress: bool = True) -> list[dict[str, Any]]:
+                  progress: bool = True, batch_size: int = 4) -> list[dict[str, Any]]:
+    """One row per file of ``source``, in file order; the readable files go through the model ``batch_size`` at a
+    time (``Predictor.predict_prepared``)."""
     files = list_inputs(source)
-    rows = []
+    rows: dict[Path, dict[str, Any]] = {}
+    pending: list[tuple[Path, Prepared, float]] = []
+
+    def flush() -> None:
+        shared = sum(seconds for _, _, seconds in pending) / max(1, len(pending))
+        predictions = predictor.predict_prepared([item for _, item, _ in pending], both, shared)
+        for (path, _, _), prediction in zip(pending, predictions, strict=True):
+            rows[path] = _row(path, prediction, out, threshold)
+        pending.clear()
+
     for path in tqdm(files, desc="predict", unit="img", disable=not progress):
+        began = time.perf_counter()
         try:
-            rows.append(_row(path, predictor, out, both, threshold))
+            pending.append((path, predictor.prepare(path), time.perf_counter() - began))
         except StudioError as error:
-            rows.append({"image": str(path), "error": str(error)})
-    _write_csv(rows, out / "predictions.csv")
-    return rows
+            rows[path] = {"image": str(path), "error": str(error)}
+        if len(pending) == batch_size:
+            flush()
+    if pending:
+        flush()
+    ordered = [rows[path] for path in files]
+    _write_csv(ordered, out / "predictions.csv")
+    return ordered
 
 
 def _columns(rows: list[dict[str, Any]]) -> Iterator[str]:

@@ -1,14 +1,22 @@
-"""The Predictor: a trained run applied to any image, with exactly the training preprocessing.
+"""The Predictor: a trained run applied to any image, with exactly the training preprocessing. The one inference path.
 
 ``Predictor.from_run(dir)`` reads the run's config and safetensors weights; ``predict(image)`` takes a path, bytes,
 a PIL image or an array in any mode and returns the gate's decision, the routed expert's output and, on request,
-both experts. One Predictor may serve several threads (the app's sessions): forward passes are serialised by a lock.
+both experts; ``predict_many`` does the same for several images in batches. ``infer(images)`` is the step under
+both, for canvases already preprocessed (evaluation and the grader fit read them from the preprocessing cache): the
+gate, the experts, the run's test-time flips and the lesion grader are applied there and nowhere else, so that
+evaluation scores, and the grader is fitted on, exactly what a user's prediction gives.
+
+Each file is decoded once, at the largest canvas the run needs (a crop-trained run's windows read a canvas
+``crop_scale`` times the training size; its whole canvas is made from the same pixels). One Predictor may serve
+several threads (the app's sessions): forward passes are serialised by a lock.
 """
 
 from __future__ import annotations
 
 import threading
 import time
+from collections.abc import Iterator, Sequence
 from dataclasses import dataclass, field
 from pathlib import Path
 from typing import Any
@@ -17,23 +25,64 @@ import cv2
 import numpy as np
 import torch
 from PIL import Image
+from torch.utils.data import DataLoader
+from tqdm import tqdm
 
 from core.config import Config, load_config
-from core.data.dataset import normalize
+from core.data.cache import PreprocessCache, default_cache_dir
+from core.data.dataset import IdridDataset, collate, normalize
+from core.data.metadata import Sample
 from core.data.preprocess import Geometry, PreprocessConfig, decode_for_canvas, preprocess_image
 from core.errors import ConfigError
 from core.infer.clinical import ImpliedDme, LesionStats, implied_dme, lesion_stats
+from core.infer.evidence import EvidenceGrader, lesion_evidence
 from core.infer.tiling import sliding_window
 from core.infer.tta import segment_probs
-from core.model.evidence import GRADER_FILE, EvidenceGrader, lesion_evidence
 from core.model.factory import build_model, model_signature
 from core.model.gated import GatedMultiTaskModel
-from core.train.checkpoint import load_weights
-from core.train.run_dir import RunDir, trained_tasks
+from core.run.folder import RunDir
+from core.run.weights import load_weights
 from core.vocabulary import LESIONS, PREDICTION_SOURCES, TASKS
 
 ImageInput = str | Path | bytes | Image.Image | np.ndarray
 SMALL_IMAGE = 256  # below this short side a photograph holds too little detail for lesions
+
+
+@dataclass
+class Decoded:
+    """A file decoded once: RGB pixels (maybe a reduced JPEG decode) and the original (width, height)."""
+
+    rgb: np.ndarray
+    original: tuple[int, int]
+
+
+@dataclass
+class Prepared:
+    """One image ready for the model: the normalised tensor, the canvas it shows, its geometry and warnings."""
+
+    decoded: Decoded
+    tensor: torch.Tensor  # (1, 3, H, W) on the predictor's device
+    canvas: np.ndarray
+    geometry: Geometry
+    warnings: list[str]
+
+
+@dataclass
+class CanvasOutput:
+    """What ``Predictor.infer`` gives for a batch of canvases; a row is None where its expert did not run."""
+
+    gate_probs: np.ndarray  # (B, 2) segmentation, classification
+    route: np.ndarray  # (B, 2) bool: the experts each image went to
+    seg_probs: list[np.ndarray | None]  # (5, H, W) float32 lesion probabilities, test-time flips averaged in
+    dr_probs: list[np.ndarray | None]  # (5,) from the lesion grader when the run has one, else the DR head
+    dme_probs: list[np.ndarray | None]  # (3,)
+
+    def stacked(self, name: str) -> np.ndarray:
+        """One field as an array over the batch (every row must be present: route="both")."""
+        rows = getattr(self, name)
+        if any(row is None for row in rows):
+            raise ValueError(f"{name} is missing for some images: infer with route='both' to stack it")
+        return np.stack(rows)
 
 
 @dataclass
@@ -136,20 +185,6 @@ class Prediction:
         return out
 
 
-def _weights_path(run: RunDir, which: str) -> Path:
-    path = run.weights_file(which)
-    if path.exists():
-        return path
-    fallback = run.weights_file("last" if which == "best" else "best")
-    if fallback.exists():
-        return fallback
-    found = sorted(run.weights.glob("*")) if run.weights.exists() else []
-    if found:
-        raise ConfigError(f"run {run.path} holds {', '.join(p.name for p in found)} but no .safetensors weights; "
-                          "only safetensors weights are loaded")
-    raise ConfigError(f"run {run.path} has no weights yet (weights/best.safetensors): has it finished an epoch?")
-
-
 def _combine(whole: np.ndarray, windows: np.ndarray, source: str) -> np.ndarray:
     """One channel from the whole-canvas and the windowed prediction, as ``PREDICTION_SOURCES`` says."""
     if source == "whole":
@@ -166,7 +201,7 @@ class Predictor:
                  name: str = "model", grader: EvidenceGrader | None = None,
                  tasks: tuple[str, ...] = TASKS) -> None:
         self.model = model.to(device).eval()
-        self.grader = grader  # grades from lesion evidence (core.model.evidence) instead of the classification heads
+        self.grader = grader  # grades from lesion evidence (core.infer.evidence) instead of the classification heads
         self.tasks = tuple(tasks)  # what the run learned; one task means an untrained gate (trained_tasks)
         self.config = config
         self.device = torch.device(device)
@@ -176,20 +211,32 @@ class Predictor:
         self._lock = threading.Lock()
 
     @classmethod
-    def from_run(cls, run_dir: Path | str, weights: str = "best", device: str = "cpu",
+    def from_run(cls, run_dir: RunDir | Path | str, weights: str = "best", device: str = "cpu",
                  use_grader: bool = True) -> Predictor:
-        run = RunDir(Path(run_dir))
+        run = RunDir.of(run_dir)
         if not run.path.is_dir():
             raise ConfigError(f"run folder {run.path} does not exist")
         if not run.config.exists():
             raise ConfigError(f"run folder {run.path} has no config.yaml: it is not a run, or it was never started")
         config = load_config(run.config)
-        path = Path(weights) if weights.endswith(".safetensors") or "/" in weights else _weights_path(run, weights)
         model = build_model(config.model, load_pretrained=False)
-        load_weights(model, path, model_signature(config.model))
-        grader_path = run.weights / GRADER_FILE
-        grader = EvidenceGrader.load(grader_path) if use_grader and grader_path.exists() else None
-        return cls(model, config, device, name=run.path.name, grader=grader, tasks=trained_tasks(run))
+        load_weights(model, run.resolve_weights(weights), model_signature(config.model))
+        grader = EvidenceGrader.load(run.grader) if use_grader and run.grader.exists() else None
+        return cls(model, config, device, name=run.name, grader=grader, tasks=run.trained_tasks())
+
+    @property
+    def cache(self) -> PreprocessCache:
+        """The preprocessing cache of the run's config: the canvases training read, keyed by the preprocessing."""
+        folder = self.config.data.cache_dir
+        return PreprocessCache(Path(folder).expanduser() if folder else default_cache_dir())
+
+    def canvas_batches(self, samples: Sequence[Sample], batch_size: int = 4, progress: bool = True,
+                       desc: str = "predict") -> Iterator[dict[str, Any]]:
+        """Batches of the samples' canvases (``image``, ``mask``, ``index`` ...) through the preprocessing cache:
+        the pixels ``prepare`` gives the same file, without decoding it again when training already did."""
+        dataset = IdridDataset(list(samples), self.preprocess, self.mean, self.std, self.cache, None)
+        loader = DataLoader(dataset, batch_size=batch_size, collate_fn=collate, num_workers=0)
+        yield from tqdm(loader, desc=desc, disable=not progress, leave=False)
 
     @property
     def grades_source(self) -> str:
@@ -200,54 +247,123 @@ class Predictor:
         assert self.grader is not None
         return self.grader.predict_proba(lesion_evidence(seg_probs))
 
-    def prepare(self, image: ImageInput) -> tuple[torch.Tensor, np.ndarray, Geometry, list[str]]:
-        """Decode and preprocess exactly as in training; returns the normalised (1, 3, H, W) tensor too."""
-        rgb, original = decode_for_canvas(image, self.preprocess.size)
+    @property
+    def only_task(self) -> str | None:
+        """The one task a one-task run learned (its gate was never trained), else None."""
+        return self.tasks[0] if len(self.tasks) == 1 else None
+
+    def decode(self, image: ImageInput | Decoded) -> Decoded:
+        """Decode once, at the largest canvas this run reads: its windows' canvas when it tiles lesions."""
+        if isinstance(image, Decoded):
+            return image
+        size = self._tiled_config().size if self.tiles_lesions else self.preprocess.size
+        return Decoded(*decode_for_canvas(image, size))
+
+    def prepare(self, image: ImageInput | Decoded) -> Prepared:
+        """Decode and preprocess exactly as in training."""
+        decoded = self.decode(image)
+        original = decoded.original
         warnings = []
         if min(original) < SMALL_IMAGE:
             warnings.append(f"the image is only {original[0]}x{original[1]} pixels: too small for lesions to be "
                             "visible; treat the prediction with caution")
-        canvas, geometry = preprocess_image(rgb, original, self.preprocess)
+        canvas, geometry = preprocess_image(decoded.rgb, original, self.preprocess)
         if geometry.crop == (0, 0, original[0], original[1]) and min(original) >= SMALL_IMAGE:
             warnings.append("no dark border around a field of view was found: is this a fundus photograph?")
         tensor = normalize(canvas, self.mean, self.std)[None].to(self.device)
-        return tensor, canvas, geometry, warnings
+        return Prepared(decoded, tensor, canvas, geometry, warnings)
 
     @torch.no_grad()
     def gate_probs(self, image: ImageInput) -> np.ndarray:
         """(2,) the gate's probabilities alone (segmentation, classification): no expert runs."""
-        tensor, _, _, _ = self.prepare(image)
+        tensor = self.prepare(image).tensor
         with self._lock:
             pooled = self.model.pooled_features(self.model.backbone(tensor))
             return self.model.gate(pooled)[0].float().softmax(0).cpu().numpy()
 
+    def default_route(self, both: bool = False) -> str:
+        """``both`` when asked or when grades are read from lesions (the segmentation expert must run everywhere),
+        ``oracle`` to the one expert of a one-task run (its gate never learned), else the gate's choice."""
+        if both or self.grader is not None:
+            return "both"
+        return "oracle" if self.only_task is not None else "gate"
+
+    @torch.no_grad()
+    def infer(self, images: torch.Tensor, route: str = "both", grades: bool = True) -> CanvasOutput:
+        """The model on (B, 3, H, W) normalised canvases: gate, routed experts, test-time flips, lesion grader.
+
+        ``grades=False`` leaves the classification heads' grades even when the run has a lesion grader (the grader
+        fit needs the maps before there is a grader).
+        """
+        images = images.to(self.device)
+        task = None
+        if route == "oracle":
+            task = torch.full((images.shape[0],), TASKS.index(self.only_task or TASKS[0]), dtype=torch.long)
+        with self._lock:
+            output = self.model(images, route=route, task=task)
+            seg = None if output.seg_logits is None else self.lesion_probs(images[output.seg_index],
+                                                                            output.seg_logits)
+        batch = images.shape[0]
+        seg_rows: list[np.ndarray | None] = [None] * batch
+        dr_rows: list[np.ndarray | None] = [None] * batch
+        dme_rows: list[np.ndarray | None] = [None] * batch
+        if seg is not None:
+            for row, index in zip(seg.cpu().numpy(), output.seg_index.tolist(), strict=True):
+                seg_rows[index] = row
+        if output.dr_logits is not None:
+            dr = output.dr_logits.float().softmax(1).cpu().numpy()
+            dme = output.dme_logits.float().softmax(1).cpu().numpy()
+            for row, index in enumerate(output.cls_index.tolist()):
+                dr_rows[index], dme_rows[index] = dr[row], dme[row]
+        if grades and self.grader is not None:  # grades read from the lesions the segmentation expert found
+            for index, probs in enumerate(seg_rows):
+                if probs is not None:
+                    dr_rows[index], dme_rows[index] = self.grades_from_lesions(probs)
+        return CanvasOutput(output.gate_probs.cpu().numpy(), output.route.cpu().numpy(), seg_rows, dr_rows, dme_rows)
+
     @torch.no_grad()
     def predict(self, image: ImageInput, both: bool = False) -> Prediction:
         """Gate, then the chosen expert (``both=True``: both experts)."""
-        started = time.perf_counter()
-        tensor, canvas, geometry, warnings = self.prepare(image)
-        only_task = self.tasks[0] if len(self.tasks) == 1 else None
-        with self._lock:
-            if both or self.grader is not None:  # grades read from lesions need the segmentation expert everywhere
-                output = self.model(tensor, route="both")
-            elif only_task is not None:  # the gate of a one-task run was never trained: its expert serves all
-                output = self.model(tensor, route="oracle", task=torch.tensor([TASKS.index(only_task)]))
-            else:
-                output = self.model(tensor, route="gate")
-            seg = None if output.seg_logits is None else self.lesion_probs(tensor, output.seg_logits)[0]
-        ran = tuple(t for t, r in zip(TASKS, output.route[0].tolist(), strict=True) if r)
+        return self.predict_many([image], both=both)[0]
+
+    @torch.no_grad()
+    def predict_many(self, images: Sequence[ImageInput], both: bool = False, batch_size: int = 4) -> list[Prediction]:
+        """``predict`` for several images, their forward passes in batches of ``batch_size``; an image that cannot
+        be read raises its ``StudioError`` (``core.infer.batch`` prepares each file itself to keep going instead)."""
+        out: list[Prediction] = []
+        for start in range(0, len(images), batch_size):
+            began = time.perf_counter()
+            prepared = [self.prepare(image) for image in images[start : start + batch_size]]
+            seconds = (time.perf_counter() - began) / len(prepared)
+            out += self.predict_prepared(prepared, both, seconds)
+        return out
+
+    @torch.no_grad()
+    def predict_prepared(self, prepared: Sequence[Prepared], both: bool = False,
+                         prepare_seconds: float = 0.0) -> list[Prediction]:
+        """Predictions of images ``prepare`` made, in one forward pass; ``seconds`` of each is its share of the
+        pass plus its own tiling and ``prepare_seconds``."""
+        began = time.perf_counter()
+        result = self.infer(torch.cat([p.tensor for p in prepared]), route=self.default_route(both))
+        shared = prepare_seconds + (time.perf_counter() - began) / len(prepared)
+        out = []
+        for row, item in enumerate(prepared):
+            began = time.perf_counter()
+            prediction = self._prediction(item, result, row)
+            prediction.seconds = shared + time.perf_counter() - began
+            out.append(prediction)
+        return out
+
+    def _prediction(self, item: Prepared, result: CanvasOutput, row: int) -> Prediction:
         prediction = Prediction(
-            original_size=geometry.original, geometry=geometry, canvas=canvas, only_task=only_task,
-            gate_probs=output.gate_probs[0].cpu().numpy(), ran=ran, warnings=warnings,
-            seg_probs=None if seg is None else seg.cpu().numpy(),
-            dr_probs=None if output.dr_logits is None else output.dr_logits[0].float().softmax(0).cpu().numpy(),
-            dme_probs=None if output.dme_logits is None else output.dme_logits[0].float().softmax(0).cpu().numpy(),
+            original_size=item.geometry.original, geometry=item.geometry, canvas=item.canvas,
+            only_task=self.only_task, gate_probs=result.gate_probs[row],
+            ran=tuple(t for t, r in zip(TASKS, result.route[row].tolist(), strict=True) if r),
+            warnings=item.warnings, seg_probs=result.seg_probs[row], dr_probs=result.dr_probs[row],
+            dme_probs=result.dme_probs[row],
         )
-        if self.grader is not None and prediction.seg_probs is not None:
-            prediction.dr_probs, prediction.dme_probs = self.grades_from_lesions(prediction.seg_probs)
         if prediction.seg_probs is not None and self.tiles_lesions:
-            prediction.seg_probs = self._tiled_on_canvas(image, prediction.seg_probs)
-        prediction.seconds = time.perf_counter() - started
+            prediction.seg_probs = self._tiled_on_canvas(item.decoded, prediction.seg_probs)
         return prediction
 
     def lesion_probs(self, images: torch.Tensor, seg_logits: torch.Tensor) -> torch.Tensor:
@@ -258,29 +374,32 @@ class Predictor:
             return identity
         return segment_probs(self.model, images, self.config.infer.tta, identity=identity)
 
-    def _tiled_on_canvas(self, image: ImageInput, whole_probs: np.ndarray) -> np.ndarray:
+    def _tiled_on_canvas(self, decoded: Decoded, whole_probs: np.ndarray) -> np.ndarray:
         """The channels ``PREDICTION_SOURCES`` takes from the windows over the high-resolution canvas, brought down to
         the whole canvas by the maximum over each cell, so that a microaneurysm found at 1536 px still shows on a
         512-px overlay (a mean would dilute it below any threshold)."""
-        tiled, _ = self.segment_tiled(image, scale=self.config.data.crop_scale)
+        tiled, _ = self.segment_tiled(decoded, scale=self.config.data.crop_scale)
         height, width = whole_probs.shape[1:]
         reduced = torch.nn.functional.adaptive_max_pool2d(torch.from_numpy(tiled)[None], (height, width))[0].numpy()
         return np.stack([_combine(whole_probs[c], reduced[c], PREDICTION_SOURCES[code])
                          for c, code in enumerate(LESIONS)])
 
+    def _tiled_config(self, scale: float | None = None) -> PreprocessConfig:
+        side = int(self.preprocess.width * (self.config.data.crop_scale if scale is None else scale))
+        return PreprocessConfig(side, side, clahe=self.preprocess.clahe)
+
     @torch.no_grad()
-    def segment_tiled(self, image: ImageInput, scale: float = 2.0, overlap: float = 0.25,
+    def segment_tiled(self, image: ImageInput | Decoded, scale: float = 2.0, overlap: float = 0.25,
                       batch_size: int = 4) -> tuple[np.ndarray, Geometry]:
         """Lesion probabilities on a canvas ``scale`` times the training size, by sliding windows of the training
         size: the full-resolution path (pair it with a model trained on crops at that scale)."""
-        size = self.preprocess.width
-        big = PreprocessConfig(int(size * scale), int(size * scale), clahe=self.preprocess.clahe)
-        rgb, original = decode_for_canvas(image, big.size)
-        canvas, geometry = preprocess_image(rgb, original, big)
+        big = self._tiled_config(scale)
+        decoded = image if isinstance(image, Decoded) else Decoded(*decode_for_canvas(image, big.size))
+        canvas, geometry = preprocess_image(decoded.rgb, decoded.original, big)
         tensor = normalize(canvas, self.mean, self.std).to(self.device)
         with self._lock:
-            probs = sliding_window(self.model.segment, tensor, window=size, overlap=overlap, batch_size=batch_size,
-                                   channels=len(LESIONS))
+            probs = sliding_window(self.model.segment, tensor, window=self.preprocess.width, overlap=overlap,
+                                   batch_size=batch_size, channels=len(LESIONS))
         return probs.cpu().numpy(), geometry
 
     @property
@@ -288,7 +407,7 @@ class Predictor:
         """Whether this run learned lesions on high-resolution crops, so that they are predicted by windows."""
         return self.config.data.crop_scale >= 1
 
-    def segment_original(self, image: ImageInput, whole_probs: np.ndarray, geometry: Geometry,
+    def segment_original(self, image: ImageInput | Decoded, whole_probs: np.ndarray, geometry: Geometry,
                          overlap: float = 0.25) -> np.ndarray:
         """(5, H, W) probabilities on the original pixels, given the whole-canvas probabilities of ``image``.
 
@@ -312,7 +431,7 @@ class Predictor:
         """
         if head not in ("dr", "dme"):
             raise ValueError(f"head must be 'dr' or 'dme', not {head!r}")
-        tensor, _, _, _ = self.prepare(image)
+        tensor = self.prepare(image).tensor
         with self._lock, torch.enable_grad():
             features = self.model.backbone(tensor)
             deepest = features[-1]

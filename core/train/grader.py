@@ -1,7 +1,8 @@
-"""Fit the lesion-evidence grader of a run (``core.model.evidence``): the last step of a multi-task training.
+"""Fit the lesion-evidence grader of a run (``core.infer.evidence``): the last step of a multi-task training.
 
 The segmentation expert of the run's chosen weights reads every graded photograph of the training split at the
-model's canvas (no augmentation); two logistic regressions are fitted from that evidence to the DR grade and the DME
+model's canvas (no augmentation), through ``Predictor.infer``: the maps the grader will later be applied to, the
+run's test-time flips included. Two logistic regressions are fitted from that evidence to the DR grade and the DME
 risk and saved as ``weights/grader.safetensors``, which the Predictor and evaluation then use for the grades.
 """
 
@@ -12,43 +13,33 @@ from pathlib import Path
 from typing import Any
 
 import numpy as np
-import torch
-from torch.utils.data import DataLoader
-from tqdm import tqdm
 
-from core.data.cache import PreprocessCache, default_cache_dir
-from core.data.dataset import IdridDataset, collate
 from core.data.metadata import Sample
 from core.errors import DataError
 from core.evaluate.metrics import classification_report, joint_accuracy
 from core.evaluate.runner import run_metadata
 from core.fileio import atomic_write_text
 from core.infer.predictor import Predictor
-from core.model.evidence import GRADER_FILE, EvidenceGrader, fit_grader, lesion_evidence
-from core.train.run_dir import RunDir
+from core.infer.evidence import EvidenceGrader, fit_grader, lesion_evidence
+from core.run.folder import RunDir
 from core.vocabulary import NUM_DME_RISKS, NUM_DR_GRADES
 
 
-@torch.no_grad()
 def collect_evidence(predictor: Predictor, samples: list[Sample], progress: bool = True,
                      batch_size: int = 4) -> np.ndarray:
-    """(n, F) lesion evidence of ``samples`` from the predictor's segmentation expert, in sample order."""
-    config = predictor.config
-    cache = PreprocessCache(Path(config.data.cache_dir).expanduser() if config.data.cache_dir else default_cache_dir())
-    dataset = IdridDataset(samples, predictor.preprocess, predictor.mean, predictor.std, cache, None)
+    """(n, F) lesion evidence of ``samples``, in sample order, from the maps ``Predictor.infer`` gives them."""
     rows = []
-    for batch in tqdm(DataLoader(dataset, batch_size=batch_size, collate_fn=collate), desc="lesion evidence",
-                      disable=not progress, leave=False):
-        probs = torch.sigmoid(predictor.model.segment(batch["image"].to(predictor.device)).float()).cpu().numpy()
-        rows += [lesion_evidence(p) for p in probs]
+    for batch in predictor.canvas_batches(samples, batch_size, progress, desc="lesion evidence"):
+        seg = predictor.infer(batch["image"], route="both", grades=False).stacked("seg_probs")
+        rows += [lesion_evidence(probs) for probs in seg]
     return np.stack(rows) if rows else np.zeros((0, 0))
 
 
-def fit_run_grader(run_dir: Path | str, weights: str = "best", progress: bool = True) -> dict[str, Any]:
+def fit_run_grader(run_dir: RunDir | Path | str, weights: str = "best", progress: bool = True) -> dict[str, Any]:
     """Fit and save the grader of ``run_dir``; returns what was fitted and, when the run has graded validation
     photographs, the grades it gives them next to the classification heads'."""
-    run = RunDir(Path(run_dir))
-    predictor = Predictor.from_run(run.path, weights=weights, use_grader=False)
+    run = RunDir.of(run_dir)
+    predictor = Predictor.from_run(run, weights=weights, use_grader=False)
     metadata = run_metadata(run, predictor.config.data, None, progress)
     train = [s for s in metadata.split("train") if s.dr_grade is not None]
     if len(train) < 10 or not any(s.masks is not None for s in metadata.split("train")):
@@ -56,12 +47,12 @@ def fit_run_grader(run_dir: Path | str, weights: str = "best", progress: bool = 
                         f"to fit a lesion grader ({len(train)} graded)")
     features = collect_evidence(predictor, train, progress)
     grader = fit_grader(features, np.array([s.dr_grade for s in train]), np.array([s.dme_risk for s in train]))
-    path = grader.save(run.weights / GRADER_FILE)
+    path = grader.save(run.grader)
     report: dict[str, Any] = {"file": f"{path.parent.name}/{path.name}", "weights": weights, "n_train": len(train)}
     val = [s for s in metadata.split("val") if s.dr_grade is not None]
     if val:
         report["val"] = _val_report(predictor, grader, val, progress)
-    atomic_write_text(run.weights / "grader.json", json.dumps(report, indent=1) + "\n")
+    atomic_write_text(run.grader_report, json.dumps(report, indent=1) + "\n")
     return report
 
 

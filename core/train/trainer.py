@@ -36,8 +36,11 @@ from core.fileio import atomic_write_text
 from core.model.backbone import backbone_normalization
 from core.model.factory import build_loss, build_model, model_signature
 from core.train import distributed
-from core.train.checkpoint import load_state, save_state, save_weights, set_rng_state
-from core.train.run_dir import RunDir, append_jsonl, truncate_jsonl, write_status
+from core.run.state import load_state, save_state, set_rng_state
+from core.run.weights import save_weights
+from core.run.folder import RunDir
+from core.run.logs import append_jsonl, truncate_jsonl
+from core.run.status import write_status
 from core.train.schedule import warmup_cosine
 from core.train.selection import is_better
 from core.train.validation import LossMeter, OutcomeMeter, score
@@ -412,7 +415,7 @@ class Trainer:
         return record
 
     def _fit_grader(self) -> None:
-        """Grades from lesion evidence (core.model.evidence), fitted on the best weights' segmentation expert."""
+        """Grades from lesion evidence (core.infer.evidence), fitted on the best weights' segmentation expert."""
         from core.train.grader import fit_run_grader
 
         started = time.time()

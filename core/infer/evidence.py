@@ -7,6 +7,10 @@ exudates near the fovea), so a photograph's lesion evidence explains its grades:
 fitted on the training split's graded photographs, reach DR kappa 0.65 on the same validation split
 (docs/training.md). The fit is scikit-learn's (multinomial logistic regression with balanced class weights); the
 fitted coefficients travel with the run as ``weights/grader.safetensors`` and are applied here with numpy.
+
+The evidence is read from the maps the Predictor gives (``Predictor.infer``: the run's test-time flips averaged in),
+both when the grader is fitted (``core.train.grader``) and wherever it is applied, so that it never grades maps of
+another kind than it learned from.
 """
 
 from __future__ import annotations
@@ -23,7 +27,6 @@ from core.fileio import atomic_write_bytes
 from core.infer.clinical import implied_dme
 from core.vocabulary import LESIONS, NUM_DME_RISKS, NUM_DR_GRADES
 
-GRADER_FILE = "grader.safetensors"
 _PER_LESION = ("mean", "max", "area>0.5", "log components>0.5", "log pixels>0.2")
 FEATURES: tuple[str, ...] = tuple(f"{code} {name}" for code in LESIONS for name in _PER_LESION) + tuple(
     f"implied DME {risk}" for risk in range(NUM_DME_RISKS)) + ("exudate to fovea (disc diameters)",)

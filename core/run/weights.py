@@ -1,4 +1,4 @@
-"""Weights as safetensors (never pickles, which can run code when loaded) and resumable training state.
+"""Weights as safetensors (never pickles, which can run code when loaded).
 
 A weights file carries the backbone name and the model's shape-defining settings in its header, so loading it
 into a differently built model is refused with a message that says what differs.
@@ -6,13 +6,10 @@ into a differently built model is refused with a message that says what differs.
 
 from __future__ import annotations
 
-import io
 import json
-import random
 from pathlib import Path
 from typing import Any
 
-import numpy as np
 import torch
 from safetensors import SafetensorError, safe_open
 from safetensors.torch import save as save_safetensors_bytes
@@ -75,32 +72,3 @@ def load_weights(model: torch.nn.Module, path: Path, model_config: dict[str, Any
         )
     model.load_state_dict({k: tensors[k].to(own[k].dtype) for k in own})
     return header
-
-
-def rng_state() -> dict[str, Any]:
-    state = {"python": random.getstate(), "numpy": np.random.get_state(), "torch": torch.get_rng_state()}
-    if torch.cuda.is_available():
-        state["cuda"] = torch.cuda.get_rng_state_all()
-    return state
-
-
-def set_rng_state(state: dict[str, Any]) -> None:
-    random.setstate(state["python"])
-    np.random.set_state(state["numpy"])
-    torch.set_rng_state(state["torch"])
-    if "cuda" in state and torch.cuda.is_available():
-        torch.cuda.set_rng_state_all(state["cuda"])
-
-
-def save_state(path: Path, **state: Any) -> Path:
-    """Optimizer, scheduler, counters and RNG states for ``--resume`` (our own file, so pickle is acceptable)."""
-    buffer = io.BytesIO()
-    torch.save({**state, "rng": rng_state()}, buffer)
-    return atomic_write_bytes(path, buffer.getvalue())
-
-
-def load_state(path: Path) -> dict[str, Any]:
-    try:
-        return torch.load(path, map_location="cpu", weights_only=False)
-    except FileNotFoundError:
-        raise ConfigError(f"cannot resume: {path} does not exist (the run never finished a step)") from None
