@@ -12,6 +12,8 @@ the Predictor's own lock.
 
 from __future__ import annotations
 
+import importlib
+import threading
 import time
 from collections.abc import Iterator
 from contextlib import contextmanager
@@ -131,12 +133,22 @@ def select_run_later(name: str) -> None:
     st.session_state["_select_run"] = name
 
 
+def run_data_summary(info: RunInfo) -> str:
+    """What the run learned from, in a few words (``core.views.runs.data_summary``); "?" for an unreadable config."""
+    from core.views.runs import data_summary
+
+    try:
+        return data_summary(load_config(info.run.config), info.run)
+    except StudioError:
+        return "?"
+
+
 def run_banner(info: RunInfo) -> None:
     """Say what the run was trained on; synthetic runs are labelled as such on every page."""
     try:
         from core.views.runs import data_description
 
-        description = data_description(load_config(info.run.config))
+        description = data_description(load_config(info.run.config), info.run)
     except StudioError as error:
         st.warning(f"Run **{info.name}**: {error}")
         return
@@ -148,17 +160,23 @@ def run_banner(info: RunInfo) -> None:
 
 
 def predict_run(info: RunInfo) -> RunInfo:
-    """The run the Predict page uses: the sidebar's, except that with a shipped run there the real-data model comes
-    first (a real photograph deserves the real model) and the synthetic demo is one click away."""
+    """The run the Predict page uses: the real-data model by default whenever it is there (a real photograph deserves
+    the real model, whatever run the sidebar shows), with the synthetic demo and the sidebar's own run, if it is one
+    of the user's, one click away; without the real model, the sidebar's run."""
     runs = {r.name: r for r in all_runs()}
+    runs.setdefault(info.name, info)  # a run opened from a folder is not in the list
     real = runs.get(catalogue.REAL_NAME)
-    if not info.is_shipped or real is None or not real.has_weights:
+    if real is None or not real.has_weights:
         return info
-    options = [name for name in catalogue.SHIPPED[::-1] if name in runs]
+    options = [catalogue.REAL_NAME] + [n for n in (catalogue.DEMO_NAME, info.name) if n in runs and
+                                       n != catalogue.REAL_NAME]
+    options = list(dict.fromkeys(options))
     labels = {catalogue.REAL_NAME: "Real IDRiD model", catalogue.DEMO_NAME: "Synthetic demo"}
     choice = st.segmented_control("Model", options, default=catalogue.REAL_NAME, key="predict_model",
-                                  format_func=lambda name: f"{labels[name]} ({name})",
-                                  help="The real model saw only IDRiD photographs; the demo saw synthetic ones.")
+                                  format_func=lambda name: f"{labels.get(name, 'Your run')} ({name})",
+                                  help="The real model saw only IDRiD photographs; the demo saw synthetic ones; "
+                                       "your run saw what you trained it on. The caption under each photograph "
+                                       "says which ran.")
     return runs[choice or catalogue.REAL_NAME]
 
 
@@ -235,13 +253,27 @@ def predictor(info: RunInfo):
     return _predictor(str(info.path), run_stamp(info.path))
 
 
-@st.cache_data(max_entries=8, show_spinner=False)
+# 32, not 8: each rerun of the Predict page reads every upload in order, and a cache smaller than the batch would
+# evict each photograph just before it is read again (every slider move predicting all of them anew)
+@st.cache_data(max_entries=32, show_spinner=False)
 def _prediction(path: str, stamp: float, data: bytes, both: bool):
     return _predictor(path, stamp).predict(data, both=both)
 
 
 def prediction(info: RunInfo, data: bytes, both: bool):
     return _prediction(str(info.path), run_stamp(info.path), data, both)
+
+
+@contextmanager
+def upload_guard(outcome) -> Iterator[None]:
+    """``guard`` for one upload of the Predict page (a ``core.views.upload.UploadResult``) that also notes what
+    stopped its prediction, for that upload's row of the table across uploads."""
+    with guard("prediction", name=outcome.name):
+        try:
+            yield
+        except Exception as error:  # noqa: BLE001 - guard shows it; st.stop/rerun are BaseException and pass
+            outcome.fail(error)
+            raise
 
 
 @st.cache_data(max_entries=8, show_spinner=False)
@@ -384,7 +416,7 @@ def run_picker() -> RunInfo | None:
         st.session_state["run_choice"] = wanted if wanted in names else (_default_run(runs) or OPEN_FOLDER)
     choice = st.sidebar.selectbox(
         "Run", [*names, OPEN_FOLDER], key="run_choice", label_visibility="collapsed",
-        format_func=lambda n: n if n == OPEN_FOLDER else f"{n} · {by_name[n].state}",
+        format_func=lambda n: n if n == OPEN_FOLDER else f"{n} · {_state_label(by_name[n])}",
         help=f"Run folders under {catalogue.runs_root()}",
     )
     info = None
@@ -402,6 +434,9 @@ def run_picker() -> RunInfo | None:
         if st.query_params.get("run") != choice:
             st.query_params["run"] = choice
     st.session_state["run_path"] = str(info.path) if info else None
+    if info is not None and info.active:
+        with st.sidebar:  # the list above is drawn once; this line follows the trainer
+            st.fragment(live_state, run_every=3)(str(info.path))
     if info is not None:
         if info.synthetic:
             st.sidebar.caption(f":material/science: {info.name} is {synthetic_note()}.")
@@ -410,10 +445,34 @@ def run_picker() -> RunInfo | None:
     return info
 
 
+def _state_label(info: RunInfo) -> str:
+    """A training run is "training" in the list: its own pending/running would go stale until the next rerun."""
+    return "training" if info.active else info.state
+
+
+def live_state(path: str) -> None:
+    """The selected run's state and progress, re-read every few seconds while its trainer runs."""
+    info = catalogue.run_info(path)
+    st.caption(f":material/model_training: **{info.name}** {info.state} · {info.progress()['text']}")
+
+
 def synthetic_note() -> str:
     from core.views.runs import SYNTHETIC_NOTE
 
     return SYNTHETIC_NOTE
+
+
+@st.cache_resource(show_spinner=False)
+def warm_up() -> threading.Thread:
+    """Import the model stack in the background once per server process, as soon as the first page is drawn.
+
+    torch, timm and torchvision take 4-5 s to import on 2 cores (``python -X importtime``: torch 2.1 s, then 2.3 s
+    of ``torch._dynamo`` that torchvision.ops pulls in for timm), which the first prediction would otherwise pay
+    after the upload; the Dashboard and the Gallery never need them and are drawn meanwhile."""
+    thread = threading.Thread(target=importlib.import_module, args=("core.infer.predictor",), name="warm-up",
+                              daemon=True)
+    thread.start()
+    return thread
 
 
 def first_start(info: RunInfo | None) -> None:

@@ -328,7 +328,10 @@ def pr_curves(curves: Mapping[str, Mapping[str, Any]]) -> go.Figure:
 
 
 def grade_bars(probs: Sequence[float], labels: Sequence[str], truth: int | None, title: str) -> go.Figure:
-    """Probabilities of each DR / DME grade; the predicted grade is highlighted, the true one outlined and marked."""
+    """Probabilities of each DR / DME grade; the predicted grade is highlighted, the true one outlined and marked.
+
+    The axis runs from 0 to 100%, not beyond: a probability axis to 125% reads as if the bars could reach it; the
+    labels of tall bars sit inside them or above the axis (``cliponaxis=False``)."""
     fig = _figure(title, "grade", "probability")
     values = [_number(p) or 0.0 for p in probs]
     if len(values) != len(labels):
@@ -340,7 +343,7 @@ def grade_bars(probs: Sequence[float], labels: Sequence[str], truth: int | None,
     has_truth = truth is not None and 0 <= int(truth) < len(values)
     outline = [3 if has_truth and i == int(truth) else 0 for i in range(len(values))]
     fig.add_trace(go.Bar(
-        x=names, y=values, text=[f"{v:.0%}" for v in values], textposition="outside",
+        x=names, y=values, text=[f"{v:.0%}" for v in values], textposition="auto", cliponaxis=False,
         marker=dict(color=[HIGHLIGHT if i == best else MUTED for i in range(len(values))],
                     line=dict(color=INK, width=outline)),
         hovertemplate="%{x}: %{y:.1%}<extra></extra>", showlegend=False))
@@ -349,7 +352,8 @@ def grade_bars(probs: Sequence[float], labels: Sequence[str], truth: int | None,
         fig.add_annotation(x=names[int(truth)], y=values[int(truth)], text=verdict, showarrow=True, arrowhead=2,
                            ay=-40, yshift=18, font=dict(color=INK))
     fig.update_xaxes(type="category")
-    fig.update_yaxes(range=[0, 1.25], tickformat=".0%")
+    fig.update_yaxes(range=[0, 1], tickformat=".0%")
+    fig.update_layout(margin=dict(l=60, r=20, t=80, b=50))  # room above the axis for a label or the truth mark
     return fig
 
 

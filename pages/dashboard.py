@@ -6,6 +6,17 @@ import app_support as ui
 from core import figures
 from core.views import evaluation as evaluation_views
 
+# Fixed column widths, so that the tables fit the page beside the sidebar: sized to their contents, a long "about"
+# text pushed the runs' own columns (the numbers compared) out of view on the right. A cut cell shows in full when
+# clicked. With a few runs the challenge table is 400 px plus 90 px a run.
+TEXT = st.column_config.TextColumn
+MEASURE_COLUMNS = {"measure": TEXT("measure", width=160), "about": TEXT("about", width=240)}
+GATE_COLUMNS = {"samples": TEXT("samples", width=180), "gate accuracy": TEXT("gate accuracy", width=90),
+                "about": TEXT("about", width=150)}
+MISROUTED_COLUMNS = {"sample": TEXT("sample", width=200), "true task": TEXT("true task", width=120),
+                     "sent to": TEXT("sent to", width=120),
+                     "gate confidence": st.column_config.NumberColumn("gate confidence", width=110, format="%.3f")}
+
 ui.enter_page()
 st.title("Dashboard")
 runs = {r.name: r for r in ui.all_runs()}
@@ -68,7 +79,8 @@ table = {}
 for name, result in evaluations.items():
     for row in evaluation_views.challenge_rows(result):
         table.setdefault(row["measure"], {"measure": row["measure"], "about": row["what"]})[name] = row["value"]
-st.dataframe(list(table.values()), hide_index=True, width="stretch", key="challenge")
+st.dataframe(list(table.values()), hide_index=True, width="stretch", key="challenge",
+             column_config={**MEASURE_COLUMNS, **{name: TEXT(name, width=90) for name in evaluations}})
 
 st.subheader("Segmentation per lesion")
 lesions = {name: evaluation_views.lesion_results(result) for name, result in evaluations.items()
@@ -113,7 +125,8 @@ for name, result in evaluations.items():
         st.plotly_chart(figures.confusion_heatmap(counts, rows, title=f"Gate routing: {name} ({split})",
                                                   x_labels=columns), key=f"routing_{name}")
     with right:
-        st.dataframe(evaluation_views.gate_rows(result), hide_index=True, width="stretch", key=f"gate_rows_{name}")
+        st.dataframe(evaluation_views.gate_rows(result), hide_index=True, width="stretch", key=f"gate_rows_{name}",
+                     column_config=GATE_COLUMNS)
 
 st.subheader("Misrouted samples")
 for name, result in evaluations.items():
@@ -122,4 +135,4 @@ for name, result in evaluations.items():
     st.markdown(f"**{name}**: {len(rows)} of {gate.n} {split} images sent to the wrong expert"
                 + (f" ({gate.note})" if gate.note else ""))
     if rows:
-        st.dataframe(rows, hide_index=True, width="stretch", key=f"misrouted_{name}")
+        st.dataframe(rows, hide_index=True, width="stretch", key=f"misrouted_{name}", column_config=MISROUTED_COLUMNS)

@@ -46,9 +46,12 @@ tiles = []
 with ui.guard("drawing the gallery"), st.spinner("Drawing samples..."):
     tiles = ui.gallery(info, split, int(seed), misrouted_only, roots)
 misrouted = sum(t.misrouted for t in tiles)
+graded_wrong = sum(t.grades_wrong for t in tiles)
 st.caption(f"{len(tiles)} samples of the {split} split (seed {seed}), {result.resolution}. Each tile: the raw "
            "photograph | what the model saw, predicted lesions filled and ground truth outlined (segmentation) or "
-           f"the grade against the truth (grading). {misrouted} misrouted, framed in red.")
+           f"the grade against the truth (grading). {misrouted} misrouted, framed in red; {graded_wrong} with a "
+           "wrong grade. The route and the grades are judged apart: a photograph sent to the right expert can "
+           "still get the wrong grade.")
 if not tiles:
     st.info("No misrouted samples in this split." if misrouted_only else "The evaluation has no samples.")
 
@@ -58,8 +61,7 @@ for start in range(0, len(tiles), columns_per_row):
     for column, tile in zip(columns, tiles[start:start + columns_per_row], strict=False):
         with column.container(border=True):
             st.image(tile.image, width="stretch")
-            if tile.misrouted and tile.task != "both":
-                st.markdown(f":red-background[:red[**MISROUTED**]] {tile.caption}")
-            else:
-                st.markdown(f":green[✓] {tile.caption}")
+            st.markdown(f"{tile.routing} {tile.caption}")
+            if tile.grading:
+                st.markdown(tile.grading)
             st.caption(tile.label)

@@ -1,4 +1,5 @@
-"""Predict: upload photographs; the gate's decision, the routed expert's output, Grad-CAM and downloads."""
+"""Predict: upload photographs; the gate's decision, the routed expert's output, Grad-CAM and downloads per
+photograph, and a table, CSV and masks zip across all of them."""
 
 import time
 from pathlib import Path
@@ -15,16 +16,7 @@ st.title("Predict")
 info = ui.predict_run(ui.require_run())
 ui.run_banner(info)
 
-loaded = None
-with ui.guard(f"loading run {info.name}"):
-    started = time.perf_counter()
-    with st.spinner(f"Loading the model of {info.name}..."):
-        loaded = ui.predictor(info)
-    load_seconds = time.perf_counter() - started
-if loaded is None:
-    st.stop()
-
-uploads = st.file_uploader("Fundus photographs (JPEG, PNG or TIFF)", type=["jpg", "jpeg", "png", "tif", "tiff"],
+uploads = st.file_uploader("Fundus photographs (JPEG, PNG, TIFF, BMP or GIF)", type=upload_views.UPLOAD_TYPES,
                            accept_multiple_files=True, key="uploads",
                            help="Any size and mode (grey, RGBA, 16-bit); each is cropped to its field of view and "
                                 "resized to the run's input size, as in training.")
@@ -37,27 +29,47 @@ with st.container(border=True):
     threshold = c3.slider("Mask threshold", 0.05, 0.95, 0.5, 0.05, key="threshold")
     lesions = c4.pills("Lesions shown", LESIONS, selection_mode="multi", default=list(LESIONS), key="lesions")
     c5, c6 = st.columns([1.2, 3])
-    show_cam = c5.toggle("Grad-CAM", key="gradcam", help="Where the grading head found its evidence "
-                                                        "(deepest feature map).")
+    show_cam = c5.toggle("Grad-CAM", key="gradcam", help="Where a grading head of the classification expert found "
+                                                        "its evidence (deepest feature map). With a lesion grader "
+                                                        "the grades shown are not that head's.")
     cam_head = c6.radio("Grad-CAM of", ["dr", "dme"], horizontal=True, key="cam_head",
-                        format_func=lambda h: "DR grade" if h == "dr" else "DME risk", disabled=not show_cam)
+                        format_func=lambda h: "DR grade head" if h == "dr" else "DME risk head",
+                        disabled=not show_cam)
 
 st.markdown(" ".join(f"<span style='color:{figures.LESION_COLOURS[c]}'>■</span> {c} {LESION_NAMES[c]}"
                      for c in LESIONS), unsafe_allow_html=True)
+
+# The uploader and its controls are drawn first, so the page is usable at once; the model loads behind them while
+# a file is chosen (the first load in a server process imports torch and timm: 4-5 s on 2 cores).
+loaded = None
+with ui.guard(f"loading run {info.name}"):
+    started = time.perf_counter()
+    with st.spinner(f"Loading the model of {info.name}..."):
+        loaded = ui.predictor(info)
+    load_seconds = time.perf_counter() - started
+if loaded is None:
+    st.stop()
 
 if not uploads:
     st.info("Upload one or several photographs to see the gate's decision and the prediction.")
     st.stop()
 
-run_data = "synthetic images only" if info.synthetic else (info.data_source or "?")
+run_data = ui.run_data_summary(info)
+grades_from = loaded.grades_source
+sources = upload_views.grades_from_words(grades_from)
+batch = st.container()  # the table across every upload, filled once they are all predicted
+outcomes: list[upload_views.UploadResult] = []
 for index, upload in enumerate(uploads):
+    outcome = upload_views.UploadResult(upload.name)
+    outcomes.append(outcome)
     with st.container(border=True):
         st.subheader(upload.name)
-        with ui.guard("prediction", name=upload.name):
+        with ui.upload_guard(outcome):
             data = upload.getvalue()
             upload_views.check_upload(upload.name, data)
             with st.spinner(f"Predicting {upload.name}..."):
                 result = ui.prediction(info, data, both)
+            outcome.prediction = result
             for warning in result.warnings:
                 st.warning(warning)
             width, height = result.original_size
@@ -77,14 +89,12 @@ for index, upload in enumerate(uploads):
                     st.markdown("**Lesions found**")
                     st.dataframe(upload_views.lesion_rows(result, threshold), hide_index=True, width="stretch",
                                  key=f"lesions_{index}")
+                    for column, readout in zip(st.columns(2), upload_views.dme_readouts(result, grades_from,
+                                                                                        threshold), strict=True):
+                        column.metric(readout.label, readout.value, help=readout.help)
+                        if readout.note:
+                            column.markdown(f":orange[{readout.note}]")
                     implied = result.implied_dme(threshold)
-                    classifier = (DME_NAMES[int(result.dme_probs.argmax())]
-                                  if result.dme_probs is not None else None)
-                    a, b = st.columns(2)
-                    a.metric("DME from the masks",
-                             "unknown" if implied is None or implied.risk is None else DME_NAMES[implied.risk])
-                    b.metric("DME classifier", classifier or "not run",
-                             help=None if classifier else "Turn on 'Run both heads' to compare.")
                     if implied is not None:
                         st.caption(implied.reason)
             else:
@@ -94,18 +104,20 @@ for index, upload in enumerate(uploads):
                 with right if result.seg_probs is None else st.container():
                     g1, g2 = st.columns(2)
                     g1.plotly_chart(figures.grade_bars(result.dr_probs.tolist(), list(DR_NAMES), None,
-                                                       "DR grade"), key=f"dr_{index}")
+                                                       upload_views.grade_title("dr", grades_from)),
+                                    key=f"dr_{index}")
                     g2.plotly_chart(figures.grade_bars(result.dme_probs.tolist(), list(DME_NAMES), None,
-                                                       "DME risk"), key=f"dme_{index}")
-                    if loaded.grader is not None:
+                                                       upload_views.grade_title("dme", grades_from)),
+                                    key=f"dme_{index}")
+                    if grades_from == upload_views.LESION_GRADER:
                         st.caption("Grades read from the lesions the segmentation expert found (the run's lesion "
-                                   "grader), so both experts run on every photograph.")
+                                   "grader), not by the classification heads, so both experts run on every "
+                                   "photograph.")
             if show_cam:
                 with st.spinner("Grad-CAM..."):
                     cam = ui.gradcam(info, data, cam_head)
-                st.image(upload_views.gradcam_image(result.canvas, cam), width=360,
-                         caption=f"Grad-CAM of the {'DR grade' if cam_head == 'dr' else 'DME risk'} head on the "
-                                 "image the model saw")
+                st.image(upload_views.gradcam_picture(result, cam), width=360,
+                         caption=upload_views.gradcam_caption(cam_head, grades_from))
 
             stem = Path(upload.name).stem
             d1, d2 = st.columns(2)
@@ -118,3 +130,19 @@ for index, upload in enumerate(uploads):
                                data=upload_views.report_json(result, upload.name, info.name, run_data, threshold),
                                file_name=f"{stem}_report.json", mime="application/json", on_click="ignore",
                                icon=":material/description:")
+
+with batch:
+    predicted = sum(o.prediction is not None for o in outcomes)
+    st.subheader(f"All uploads ({predicted} of {len(outcomes)} predicted)")
+    st.caption(f"One row per upload at mask threshold {threshold:.2f}; grades from the {sources}. Areas are shares "
+               "of the photograph's field of view. The CSV has the columns of `python -m core predict`.")
+    st.dataframe(upload_views.results_table(outcomes, threshold, grades_from), hide_index=True, width="stretch",
+                 key="batch_table")
+    b1, b2, _ = st.columns([1, 1, 2])
+    b1.download_button("Results (CSV)", key="batch_csv", file_name="predictions.csv", mime="text/csv",
+                       data=upload_views.results_csv(outcomes, threshold, grades_from), on_click="ignore",
+                       icon=":material/table:")
+    if any(o.prediction is not None and o.prediction.seg_probs is not None for o in outcomes):
+        b2.download_button("All masks (PNG, original size, zip)", key="batch_masks", file_name="masks.zip",
+                           mime="application/zip", on_click="ignore", icon=":material/folder_zip:",
+                           data=lambda o=tuple(outcomes), t=threshold: upload_views.all_masks_zip(list(o), t))

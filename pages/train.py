@@ -14,6 +14,19 @@ from core.config import config_from_dict, load_config
 BACKBONES = ["convnext_atto", "convnext_femto", "convnext_pico", "convnext_nano", "convnext_tiny", "convnext_small",
              "convnext_base"]
 SOURCES = {"synthetic": "Synthetic demo (built-in)", "folder": "IDRiD folder", "metadata": "Metadata file"}
+# Fixed widths (780 px in all) so that the list fits the page beside the sidebar: sized to their contents, a long
+# error note or data path pushed the columns on its right out of view. A cut cell shows in full when clicked.
+RUN_COLUMNS = {
+    "run": st.column_config.TextColumn("run", width=120),
+    "state": st.column_config.TextColumn("state", width=80),
+    "progress": st.column_config.TextColumn("progress", width=160),
+    "data": st.column_config.TextColumn("data", width=90, help="synthetic, or the run's dataset folder or file"),
+    "best score": st.column_config.NumberColumn("best", width=60, format="%.3f",
+                                                help="the best validation score the run reached"),
+    "evaluated": st.column_config.TextColumn("evaluated", width=70, help="the splits it was evaluated on"),
+    "started": st.column_config.TextColumn("started", width=120),
+    "note": st.column_config.TextColumn("note", width=80, help="why the run failed or stopped, if it did"),
+}
 
 ui.enter_page()
 st.title("Train")
@@ -156,6 +169,7 @@ st.fragment(show_progress, run_every=2 if watched_info.active else None)(watched
 
 # -- past runs ----------------------------------------------------------------------------------------------------
 st.header("Runs")
-st.dataframe(run_views.runs_table(all_runs), hide_index=True, width="stretch", key="runs_table")
+st.dataframe(run_views.runs_table(all_runs), hide_index=True, width="stretch", key="runs_table",
+             column_config=RUN_COLUMNS)
 st.caption(f"Run folders in {catalogue.runs_root()}. 'interrupted': its process ended without finishing "
            "(killed, or the machine restarted); a run with saved state can be resumed.")

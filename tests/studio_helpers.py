@@ -72,6 +72,8 @@ def bad_uploads() -> dict[str, tuple[bytes, str]]:
         "empty.png": (b"", "is empty (0 bytes)"),
         "huge-100mp.png": (png_header_only(12_000, 8_400), "is too large to decode safely"),
         "bomb.png": (png_header_only(30_000, 30_000), "is too large to decode safely"),
+        "tiny-10x10.png": (encode(photograph(10, 10)), "is only 10x10 pixels"),  # core.infer.admission
+        "strip-4000x20.png": (encode(np.full((20, 4000, 3), 120, np.uint8)), "is 4000x20 pixels, 200.0 times longer"),
     }
 
 
@@ -82,7 +84,9 @@ def odd_but_valid_uploads() -> dict[str, tuple[bytes, str | None]]:
     rgba = np.dstack([rgb, np.full(rgb.shape[:2], 255, np.uint8)])
     sixteen = Image.fromarray(grey.astype(np.uint16) * 257)  # mode I;16
     return {
-        "tiny-10x10.png": (encode(photograph(10, 10)), "only 10x10 pixels"),
+        "small-120x80.png": (encode(photograph(120, 80)), "only 120x80 pixels"),
+        "palette.gif": (encode(rgb, "GIF"), "a palette image: converted to RGB"),
+        "grey-said.png": (encode(grey), "a greyscale image: its one channel was copied"),
         "grey.png": (encode(grey), None),
         "rgba.png": (encode(rgba), None),
         "sixteen-bit.png": (encode(sixteen), None),
@@ -141,3 +145,8 @@ def errors(at: AppTest) -> list[str]:
 
 def charts(at: AppTest) -> int:
     return len(at.get("plotly_chart"))
+
+
+def image_captions(at: AppTest) -> list[str]:
+    """The captions of every ``st.image`` (they live in the image's message, not in a caption element)."""
+    return [image.caption for element in at.get("image") for image in element.proto.imgs]

@@ -9,6 +9,7 @@ from __future__ import annotations
 
 import csv
 import json
+import re
 import shutil
 import time
 from pathlib import Path
@@ -18,7 +19,18 @@ import pytest
 from builders import FixtureSpec, make_idrid
 from core import bootstrap, catalogue, runs
 from core.run.folder import RunDir
-from studio_helpers import bad_uploads, charts, copy_demo, encode, errors, odd_but_valid_uploads, photograph, start, texts
+from studio_helpers import (
+    bad_uploads,
+    charts,
+    copy_demo,
+    encode,
+    errors,
+    image_captions,
+    odd_but_valid_uploads,
+    photograph,
+    start,
+    texts,
+)
 
 ROOT = Path(__file__).resolve().parents[1]
 
@@ -117,6 +129,29 @@ def test_gallery_draws_20_seeded_tiles_and_filters_misrouted(demo_root: Path, us
     assert len(shown) == min(20, misrouted) and all("MISROUTED" in m for m in shown)
 
 
+def test_gallery_says_routing_and_grade_correctness_apart(demo_root: Path, use_runs) -> None:
+    """The green tick said the route was right and sat beside wrong grades (issue 20)."""
+    use_runs(demo_root)
+    at = start("gallery")
+    with open(RunDir(demo_root / "demo").predictions("test"), newline="") as handle:
+        rows = {r["id"].split("/")[-1]: r for r in csv.DictReader(handle)}
+    lines = [m.value for m in at.markdown]
+    checked = 0
+    for index, line in enumerate(lines):
+        if "→" not in line:
+            continue
+        row = rows[re.search(r"\*\*([^*]+)\*\* · ", line).group(1)]
+        assert ("MISROUTED" in line) == (row["misrouted"] == "True" and row["task"] != "both"), line
+        assert "✓" not in line or "routed right" in line  # a tick says what it is for
+        if row["dr_true"]:
+            right = row["dr_true"] == row["dr_pred"] and row["dme_true"] == row["dme_pred"]
+            verdict = lines[index + 1]
+            assert ("grades right" in verdict) == right and ("wrong" in verdict) == (not right), verdict
+            checked += 1
+    assert checked and any("routed right" in line for line in lines)
+    assert "wrong grade" in texts(at)
+
+
 def test_predict_shows_gate_prediction_both_heads_gradcam_and_downloads(demo_root: Path, use_runs) -> None:
     use_runs(demo_root)
     at = start("predict")
@@ -129,12 +164,22 @@ def test_predict_shows_gate_prediction_both_heads_gradcam_and_downloads(demo_roo
     at.toggle(key="both").set_value(True).run()
     body = texts(at)
     assert "experts run: segmentation, classification" in body
-    assert {m.label for m in at.metric} == {"DME from the masks", "DME classifier"}
+    assert {m.label for m in at.metric} == {"DME from the masks", "DME risk (classification head)"}
+    assert "DME classifier" not in body
+    # the DME risks say so beside each other when they disagree (the demo's own report decides which)
+    from core.infer.predictor import Predictor
+
+    report = Predictor.from_run(demo_root / "demo").predict(jpeg, both=True).report(0.5)
+    disagree = bool(report.get("dme_disagreement"))
+    assert ("Disagrees with the classification head" in body) == disagree
+    assert ("Disagrees with DME from the masks" in body) == disagree
     assert charts(at) == 2  # DR and DME grade probabilities
-    assert {b.label for b in at.get("download_button")} == {"Masks (PNG, original size, zip)", "Report (JSON)"}
+    assert {b.label for b in at.get("download_button")} == {
+        "Masks (PNG, original size, zip)", "Report (JSON)", "Results (CSV)", "All masks (PNG, original size, zip)"}
     images_before = len(at.get("image"))
     at.toggle(key="gradcam").set_value(True).run()
     assert len(at.get("image")) == images_before + 1 and not errors(at)
+    assert any("Grad-CAM of the DR grade head" in caption for caption in image_captions(at))
     at.button_group(key="lesions").set_value(["OD"]).run()
     at.slider(key="opacity").set_value(0.9).run()
     assert not at.exception and not errors(at)
@@ -149,6 +194,17 @@ def test_predict_several_uploads_bad_ones_get_a_message_and_the_rest_are_predict
     at.file_uploader(key="uploads").set_value(files).run()
     assert not at.exception
     shown = errors(at)
+    # one table across every upload: a row per file, a refused one with the error the page showed for it
+    table = batch_table(at).set_index("file")
+    assert table.index.tolist() == [name for name, _, _ in files]
+    for name, _, _ in files:
+        said = [e for e in shown if e.startswith(f"**{name}**: ")]
+        assert bool(table.loc[name, "error"]) == bool(said), (name, said)
+        assert all(e.endswith(table.loc[name, "error"]) for e in said), (name, said)
+    predicted = int((table["error"] == "").sum())
+    assert predicted == texts(at).count("Gate: **") and predicted >= 4
+    assert f"All uploads ({predicted} of {len(files)} predicted)" in [h.value for h in at.subheader]
+    assert {"Results (CSV)", "All masks (PNG, original size, zip)"} <= {b.label for b in at.get("download_button")}
     for name, (_, words) in bad.items():
         assert any(name in e and words in e for e in shown), (name, shown)
         assert any(f"{name} {words}" in e for e in shown), (name, shown)  # the message itself names the file
@@ -156,10 +212,44 @@ def test_predict_several_uploads_bad_ones_get_a_message_and_the_rest_are_predict
     assert len(shown) == len(bad)
     assert "decompression bomb" in texts(at)  # the page explains the refusal
     assert texts(at).count("Gate: **") == len(odd)
-    assert any("only 10x10 pixels" in w.value for w in at.warning)
+    for name, (_, words) in odd.items():  # what was done to an odd file is said, not done silently
+        if words:
+            assert any(words in w.value for w in at.warning), (name, words, [w.value for w in at.warning])
+    assert any("only 120x80 pixels" in w.value for w in at.warning)  # small: predicted, with a warning
     # the page keeps working for the next action
     at.file_uploader(key="uploads").set_value([("fine.png", encode(photograph()), "image/png")]).run()
     assert not errors(at) and texts(at).count("Gate: **") == 1
+
+
+def batch_table(at):
+    """The Predict page's table across uploads (the dataframe with a ``file`` column)."""
+    return next(d.value for d in at.dataframe if "file" in d.value.columns)
+
+
+def test_predict_with_a_lesion_grader_says_the_grades_are_the_graders(tmp_path: Path, synthetic: Path,
+                                                                       demo_root: Path, use_runs) -> None:
+    """Grades read from the lesion maps were labelled "DME classifier", and the heads' Grad-CAM looked like theirs."""
+    import numpy as np
+
+    from core.infer.evidence import FEATURES, fit_grader
+
+    root = use_runs(tmp_path / "checkpoints")
+    graded = copy_demo(root, synthetic, name="graded")
+    rng = np.random.default_rng(0)
+    features = rng.normal(size=(60, len(FEATURES)))
+    fit_grader(features, rng.integers(0, 5, 60), rng.integers(0, 3, 60)).save(RunDir(graded).grader)
+    at = start("predict")
+    assert at.selectbox(key="run_choice").value == "graded"
+    jpeg = encode(photograph(1024, 680), "JPEG", quality=90)
+    at.file_uploader(key="uploads").set_value([("first.jpg", jpeg, "image/jpeg")]).run()
+    assert not at.exception and not errors(at), errors(at)
+    assert {m.label for m in at.metric} == {"DME from the masks", "DME risk (lesion grader)"}
+    titles = [json.loads(chart.proto.spec)["layout"]["title"]["text"] for chart in at.get("plotly_chart")]
+    assert titles == ["DR grade (lesion grader)", "DME risk (lesion grader)"]
+    assert batch_table(at)["grades from"].tolist() == ["lesion grader"]
+    at.toggle(key="gradcam").set_value(True).run()
+    captions = " ".join(image_captions(at))
+    assert "head's own evidence for its own grade, not for the DR grade shown above" in captions
 
 
 @pytest.mark.real
@@ -180,6 +270,32 @@ def test_train_page_lists_runs_and_shows_progress(demo_root: Path, use_runs) -> 
     assert charts(at) >= 3  # loss per step, gate accuracy, learning curves
     assert at.dataframe[0].value["run"].tolist() == ["demo"]
     assert "finished at epoch 12" in at.code[0].value
+    assert table_width(at.dataframe[0]) <= 800  # every column sized: a long note cannot push the rest out of view
+
+
+def table_width(frame) -> int:
+    """The pixels a dataframe's columns ask for; fails when a column has no fixed width (it sizes to its text)."""
+    widths = {name: config.get("width") for name, config in json.loads(frame.proto.columns).items()}
+    unsized = [name for name in frame.value.columns if not isinstance(widths.get(name), int)]
+    assert not unsized, unsized
+    return sum(widths[name] for name in frame.value.columns)
+
+
+def test_dashboard_tables_fit_beside_the_sidebar(tmp_path: Path, synthetic: Path, demo_root: Path,
+                                                 use_runs) -> None:
+    root = use_runs(tmp_path / "checkpoints")
+    for name in ("demo", "second-run-with-a-long-name"):
+        copy_demo(root, synthetic, name=name)
+        shutil.copytree(demo_root / "demo" / "eval", root / name / "eval")
+    at = start("dashboard")
+    at.multiselect(key="dash_runs_second-run-with-a-long-name").set_value(
+        ["second-run-with-a-long-name", "demo"]).run()
+    assert not at.exception and not errors(at)
+    challenge = next(frame for frame in at.dataframe if "measure" in frame.value.columns)
+    assert {"demo", "second-run-with-a-long-name"} <= set(challenge.value.columns)
+    assert table_width(challenge) <= 800
+    for frame in at.dataframe:
+        table_width(frame)  # every table's columns have a width
 
 
 # -- bad input elsewhere -------------------------------------------------------------------------------------------

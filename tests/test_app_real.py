@@ -37,7 +37,8 @@ def test_predict_uses_the_real_model_and_the_demo_is_one_click_away(runs_with_re
     at.file_uploader(key="uploads").set_value([(photo.name, photo.read_bytes(), "image/jpeg")]).run()
     assert not at.exception and not errors(at), errors(at)
     body = texts(at)
-    assert "4288x2848 px" in body and "Gate: **" in body and "run idrid (folder)" in body
+    assert "4288x2848 px" in body and "Gate: **" in body
+    assert "run idrid (real IDRiD photographs: 54 with lesion masks" in body  # the dataset, not a folder
     at.button_group(key="predict_model").set_value("demo").run()
     assert not at.exception and not errors(at)
     assert "run demo (synthetic images only)" in texts(at)

@@ -7,6 +7,7 @@ import json
 import math
 import subprocess
 import sys
+import time
 from pathlib import Path
 
 import pytest
@@ -104,9 +105,43 @@ def test_quick_benchmark_runs_end_to_end(tmp_path: Path) -> None:
     names = [r["name"] for r in record["results"]]
     for prefix in ("routing:", "sharing:", "data:", "inference:", "compute:", "memory:"):
         assert any(n.startswith(prefix) for n in names), f"no {prefix} figure in {names}"
-    targeted = [r for r in record["results"] if r["target"]]
-    assert len(targeted) == 6  # routing, sharing, data (two), inference, compute; memory has no target
+    targeted = [r["name"].split(":")[0] for r in record["results"] if r["target"]]
+    # routing, sharing, data (the cached loader against the step), inference (one photograph, a folder), compute;
+    # memory has no target
+    assert sorted(targeted) == ["compute", "data", "inference", "inference", "routing", "sharing"], targeted
+    compute = next(r for r in record["results"] if r["name"].startswith("compute:"))
+    kernels = [r for r in record["results"] if r["name"].startswith("kernel: ")]
+    assert len(kernels) >= 3 and sum(r["detail"] == "the limit" for r in kernels) == 1
+    limit = next(r for r in kernels if r["detail"] == "the limit")
+    assert limit["value"] == max(r["value"] for r in kernels)
+    assert limit["name"].removeprefix("kernel: ").rsplit(" ", 1)[0] in compute["detail"]  # names what set it
+    assert any(r["name"] == "data: raw loading / training step" for r in record["results"])
     for row in record["results"]:
         assert math.isfinite(row["value"]) and row["value"] > 0, row
         assert (row["met"] is None) == (row["target"] is None), row
     assert "| routing: routed step / both-heads step |" in result.stdout
+
+
+def test_theoretical_peak_reads_vector_width_and_clock() -> None:
+    from core.bench.peak import theoretical_peak, vector_lanes
+
+    assert vector_lanes({"avx512f", "avx2", "fma"}) == 16 and vector_lanes({"avx2", "fma"}) == 8
+    assert vector_lanes({"sse4_2"}) is None
+    cpuinfo = "processor\t: 0\ncpu MHz\t\t: 2500.000\nflags\t\t: fpu sse avx2 fma\n"
+    peak, how = theoretical_peak(2, cpuinfo)
+    assert peak == pytest.approx(2 * 2.5e9 * 8 * 2 * 2) and "8 float32 lanes" in how and "assumed" in how
+    assert theoretical_peak(2, "flags : avx2 fma\n") is None  # no clock: no estimate
+    assert theoretical_peak(2, "cpu MHz : 2500\nflags : sse2\n") is None  # no FMA vector unit it can name
+
+
+def test_reference_kernels_are_timed_with_their_own_flop_counts() -> None:
+    from core.bench.peak import Kernel, measure_kernels, reference_kernels
+
+    kernels = reference_kernels(torch.device("cpu"), torch.float32, quick=True)
+    names = [k.name for k in kernels]
+    assert any(n.startswith("matmul") for n in names) and any("1x1 convolution" in n for n in names)
+    assert kernels[0].flops == 2.0 * 1024**3
+    calls = []
+    measured = measure_kernels([Kernel("sleep", 1e6, lambda: calls.append(time.sleep(0.01)))], torch.device("cpu"), 3)
+    assert len(calls) == 4  # a warm-up, then the timed runs
+    assert 0 < measured[0][1] <= 1e8  # 1e6 FLOP in 10 ms or more: its own count over its own time

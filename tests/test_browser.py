@@ -11,21 +11,16 @@ skipped with that hint on a developer's machine and fails in CI (``CI=true``), w
 
 from __future__ import annotations
 
-import contextlib
 import json
 import os
 import tempfile
-import signal
-import socket
-import subprocess
-import sys
 import time
-import urllib.request
 from pathlib import Path
 
 import pytest
 from PIL import Image
 
+from browser_helpers import CHROMIUM, MAIN, VIEWPORT, require_browser, serve
 from conftest import REAL_IDRID
 from studio_helpers import REAL, copy_demo, copy_real
 
@@ -33,64 +28,6 @@ ROOT = Path(__file__).resolve().parents[1]
 # The README's screenshots are refreshed only on request (UPDATE_SCREENSHOTS=1), so a test run leaves the tree clean.
 SCREENSHOTS = (ROOT / "docs" / "screenshots" if os.environ.get("UPDATE_SCREENSHOTS")
                else Path(tempfile.gettempdir()) / "studio-screenshots")
-CHROMIUM = os.environ.get("CHROMIUM", "/usr/bin/chromium")
-INSTALL_HINT = ("install Debian's Chromium (sudo apt-get install chromium) and the requirements "
-                "(.venv/bin/pip install -r requirements.txt); `playwright install` is not needed")
-VIEWPORT = {"width": 1280, "height": 800}
-MAIN = '[data-testid="stMain"]'
-
-
-def _require_browser():
-    in_ci = os.environ.get("CI", "").lower() in ("1", "true", "yes")
-    problem = None
-    if not Path(CHROMIUM).exists():
-        problem = f"{CHROMIUM} not found"
-    else:
-        try:
-            from playwright.sync_api import sync_playwright  # noqa: F401
-        except ImportError:
-            problem = "the playwright package is not installed"
-    if problem:
-        if in_ci:
-            pytest.fail(f"browser test cannot run in CI: {problem}; {INSTALL_HINT}")
-        pytest.skip(f"browser test skipped: {problem}; {INSTALL_HINT}")
-
-
-def _free_port() -> int:
-    with socket.socket() as sock:
-        sock.bind(("localhost", 0))
-        return sock.getsockname()[1]
-
-
-@contextlib.contextmanager
-def serve(root: Path, log: Path):
-    """``streamlit run app.py`` on a free port with runs in ``root``; yields its URL; stops it at the end."""
-    port = _free_port()
-    env = dict(os.environ, IDRID_STUDIO_RUNS=str(root))
-    with open(log, "ab") as out:
-        process = subprocess.Popen(
-            [sys.executable, "-m", "streamlit", "run", "app.py", "--server.port", str(port)],
-            cwd=ROOT, env=env, stdout=out, stderr=subprocess.STDOUT, start_new_session=True)
-    url = f"http://localhost:{port}"
-    try:
-        deadline = time.time() + 60
-        while True:
-            try:
-                with urllib.request.urlopen(f"{url}/_stcore/health", timeout=2) as response:
-                    if response.status == 200:
-                        break
-            except OSError:
-                pass
-            if process.poll() is not None or time.time() > deadline:
-                raise AssertionError(f"the server did not start:\n{log.read_text()[-3000:]}")
-            time.sleep(0.3)
-        yield url
-    finally:
-        os.killpg(process.pid, signal.SIGTERM)
-        try:
-            process.wait(timeout=20)
-        except subprocess.TimeoutExpired:
-            os.killpg(process.pid, signal.SIGKILL)
 
 
 def _wait_count(page, selector: str, count: int, timeout: float) -> int:
@@ -141,7 +78,7 @@ def _upload_and_time(page, photograph: Path, timeout: float = 120) -> float:
 
 @pytest.mark.slow
 def test_every_page_in_chromium(tmp_path: Path) -> None:
-    _require_browser()
+    require_browser()
     from playwright.sync_api import sync_playwright
 
     root = tmp_path / "checkpoints"
@@ -177,6 +114,14 @@ def test_every_page_in_chromium(tmp_path: Path) -> None:
                 assert tiles == 20 and "MISROUTED" in page.locator(MAIN).inner_text()
                 _screenshot(page, "gallery")
 
+                # A shared link to a run's dashboard opens it: its own address, its run chosen, no "Page not found"
+                page.goto(f"{url}/dashboard?run=demo")
+                _wait_count(page, f"{MAIN} .js-plotly-plot", 7, timeout=60)
+                assert "Page not found" not in page.content()
+                assert page.url.rstrip("/").endswith("/dashboard?run=demo"), page.url
+                page.goto(url)  # the root address lands on the dashboard's own address
+                page.wait_for_url("**/dashboard**", timeout=60_000)
+
                 # Train by its URL: the demo's finished progress, charts, log and the runs table
                 page.goto(f"{url}/train")
                 page.get_by_text("epoch 12/12 · step 192/192").first.wait_for(timeout=60_000)
@@ -197,7 +142,7 @@ def test_every_page_in_chromium(tmp_path: Path) -> None:
                 with Image.open(photographs[0]) as image:
                     assert f"{image.width}x{image.height} px" in body  # 4288x2848 for a real IDRiD photograph
                 if real_model:  # a real photograph, predicted by the model trained on real ones
-                    assert "run idrid (folder)" in body, body[-2000:]
+                    assert "run idrid (real IDRiD photographs: 54 with lesion masks" in body, body[-2000:]
                     timings["predict_model"] = "idrid"
                 page.get_by_text("Run both heads").click()
                 page.get_by_text("DME from the masks").wait_for(timeout=60_000)

@@ -13,7 +13,7 @@ import pytest
 import torch
 from PIL import Image
 
-from core.errors import DataError
+from core.errors import DataError, StudioError
 from core.evaluate.gallery import gallery
 from core.data.layout import LESIONS
 from core.evaluate.runner import evaluate_run
@@ -110,13 +110,64 @@ def test_predict_cli_writes_masks_and_rows(tiny_run: Path, tmp_path: Path) -> No
     out = tmp_path / "out"
     result = subprocess.run([sys.executable, "-m", "core", "predict", "--run", str(tiny_run), "--input", str(folder),
                              "--out", str(out), "--both"], cwd=ROOT, capture_output=True, text=True, timeout=300)
-    assert result.returncode == 0, result.stderr[-2000:]
-    assert "predicted 1 image(s), 1 failed" in result.stdout
+    assert result.returncode == 3, result.stderr[-2000:]  # some failed: neither success (0) nor nothing done (1)
+    assert "predicted 1 image(s), 1 failed" in result.stdout and "images/s" in result.stdout
     with open(out / "predictions.csv", newline="") as handle:
         rows = {Path(r["image"]).name: r for r in csv.DictReader(handle)}
     assert "not an image file" in rows["broken.jpg"]["error"] and rows["a.jpg"]["error"] == ""
     from PIL import Image
     assert Image.open(out / "masks" / "a_OD.png").size == (400, 300)
+    assert Image.open(out / "masks" / "a_OD.png").mode == "1"  # a mask is one bit a pixel
+
+
+def test_predict_cli_exit_status_says_whether_all_none_or_some_failed(tiny_run: Path, tmp_path: Path) -> None:
+    from builders import fundus, write_image
+
+    good, bad = tmp_path / "good", tmp_path / "bad"
+    write_image(good / "a.jpg", fundus(400, 300))
+    bad.mkdir()
+    (bad / "broken.jpg").write_bytes(b"nope")
+
+    def predict(folder: Path, *extra: str) -> subprocess.CompletedProcess:
+        return subprocess.run([sys.executable, "-m", "core", "predict", "--run", str(tiny_run), "--input",
+                               str(folder), "--out", str(tmp_path / folder.name / "out"), *extra], cwd=ROOT,
+                              capture_output=True, text=True, timeout=300)
+
+    assert predict(good, "--masks", "none").returncode == 0
+    assert not (tmp_path / "good" / "out" / "masks").exists()  # --masks none: the table only
+    failed = predict(bad)
+    assert failed.returncode == 1 and "predicted 0 image(s), 1 failed" in failed.stdout
+    assert "not an image file" in failed.stdout
+
+
+def test_folder_prediction_writes_masks_at_the_size_asked_in_file_order(tiny_run: Path, tmp_path: Path) -> None:
+    """Batches of two over five files, one unreadable in the middle: rows stay in file order and every readable
+    photograph gets its masks, at the model's canvas (its content, padding cut off) when asked."""
+    from builders import fundus, write_image
+    from PIL import Image
+
+    from core.infer.batch import predict_paths
+    from core.infer.predictor import Predictor
+
+    folder = tmp_path / "in"
+    for index, (width, height) in enumerate([(400, 300), (300, 400), (500, 300), (420, 420)]):
+        write_image(folder / f"{index * 2}.png", fundus(width, height, seed=index))
+    (folder / "1.jpg").write_bytes(b"nope")
+    predictor = Predictor.from_run(tiny_run)
+    rows = predict_paths(predictor, folder, tmp_path / "out", both=True, progress=False, batch_size=2,
+                         masks="canvas")
+    assert [Path(r["image"]).name for r in rows] == ["0.png", "1.jpg", "2.png", "4.png", "6.png"]
+    assert rows[1]["error"] and all(not r["error"] for r in rows[:1] + rows[2:])
+    for row in rows[:1] + rows[2:]:
+        single = predictor.predict(row["image"], both=True)
+        width, height = single.geometry.content
+        mask = Image.open(tmp_path / "out" / "masks" / f"{Path(row['image']).stem}_OD.png")
+        assert mask.size == (width, height)
+        expected = single.content_probs()[4] >= 0.5
+        assert (np.asarray(mask, dtype=bool) != expected).mean() < 0.001  # batched forward: float rounding only
+        assert int(row["OD_count"]) == single.report()["lesions"]["OD"]["count"]
+    with pytest.raises(StudioError, match="masks must be one of"):
+        predict_paths(predictor, folder, tmp_path / "out2", masks="full")
 
 
 def _k255_maps(monkeypatch: pytest.MonkeyPatch) -> None:

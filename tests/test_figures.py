@@ -150,6 +150,14 @@ def test_grade_bars() -> None:
         grade_bars([0.5, 0.5], ["a"], truth=None, title="bad")
 
 
+def test_grade_bars_axis_ends_at_100_percent() -> None:
+    """A probability axis that ran to 125% read as if a grade could be more than certain (issue 20)."""
+    for probs in ([1.0, 0.0, 0.0], [0.34, 0.33, 0.33]):
+        fig = grade_bars(probs, ["0", "1", "2"], truth=0, title="DME risk")
+        assert tuple(fig.layout.yaxis.range) == (0, 1)
+        assert fig.data[0].cliponaxis is False  # a 100% bar's label is still drawn
+
+
 def _scene() -> tuple[np.ndarray, np.ndarray, np.ndarray]:
     image = np.full((40, 60, 3), 100, dtype=np.uint8)
     masks = np.zeros((5, 40, 60), dtype=np.float32)

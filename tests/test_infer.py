@@ -32,11 +32,11 @@ def test_predict_accepts_every_input_form(tiny_run: Path, tmp_path: Path, kind: 
     inputs = {
         "path": tmp_path / "x.png", "bytes": _jpeg(rgb), "pil": Image.fromarray(rgb), "array": rgb,
         "grey": rgb[..., 0], "rgba": np.dstack([rgb, np.full(rgb.shape[:2], 255, np.uint8)]),
-        "uint16": rgb.astype(np.uint16) * 257, "tiny": np.full((10, 10, 3), 120, np.uint8),
+        "uint16": rgb.astype(np.uint16) * 257, "tiny": fundus(40, 40, seed=4),  # predicted with a warning; 10x10 is refused (test_admission)
     }
     Image.fromarray(rgb).save(tmp_path / "x.png")
     prediction = predictor.predict(inputs[kind], both=True)
-    assert prediction.original_size == ((10, 10) if kind == "tiny" else (400, 300))
+    assert prediction.original_size == ((40, 40) if kind == "tiny" else (400, 300))
     assert prediction.gate_probs.shape == (2,) and prediction.gate_probs.sum() == pytest.approx(1, abs=1e-5)
     assert prediction.seg_probs.shape == (5, 64, 64) and prediction.dr_probs.shape == (5,)
     assert prediction.mask_original(4).shape == prediction.original_size[::-1]

@@ -21,8 +21,9 @@ from studio_helpers import bad_uploads
 OD = LESIONS.index("OD")
 
 
-def _strip(width: int = 4000, height: int = 20) -> np.ndarray:
-    """A long thin photograph without a dark border: nearly all of the square canvas is padding."""
+def _strip(width: int = 1000, height: int = 400) -> np.ndarray:
+    """A wide photograph without a dark border, as wide as admitted (2.5:1; a 4000x20 strip is refused,
+    test_admission): most of the square canvas is padding."""
     return np.full((height, width, 3), (200, 90, 40), np.uint8)
 
 
@@ -43,7 +44,7 @@ def test_area_fractions_are_shares_of_the_photograph(tiny_run: Path, image: str)
 def test_predict_csv_area_fractions_never_exceed_one(tiny_run: Path, tmp_path: Path,
                                                      monkeypatch: pytest.MonkeyPatch) -> None:
     folder = tmp_path / "in"
-    write_image(folder / "strip.png", _strip(2000, 20))
+    write_image(folder / "strip.png", _strip())
     write_image(folder / "eye.png", fundus(400, 300, seed=6))
     monkeypatch.setattr(Predictor, "lesion_probs", lambda self, images, logits: torch.ones_like(logits.float()))
     rows = predict_paths(Predictor.from_run(tiny_run), folder, tmp_path / "out", both=True, progress=False)
@@ -120,3 +121,145 @@ def test_predict_cli_names_empty_and_non_image_files_as_the_page_does(tiny_run: 
         error = rows[name]["error"]
         assert f"{name} {words}" in error and str(folder / name) in error, error
         assert error in stdout
+
+
+# -- batch work and labels that say what gave them (issue 20) --------------------------------------------------------
+
+def _save_grader(run: Path) -> None:
+    """A lesion grader fitted on random evidence: the run's grades then come from its lesion maps."""
+    from core.infer.evidence import FEATURES, fit_grader
+    from core.run.folder import RunDir
+
+    rng = np.random.default_rng(0)
+    features = rng.normal(size=(60, len(FEATURES)))
+    fit_grader(features, rng.integers(0, 5, 60), rng.integers(0, 3, 60)).save(RunDir(run).grader)
+
+
+def _read_csv(path: Path) -> tuple[list[str], list[dict[str, str]]]:
+    with open(path, newline="") as handle:
+        reader = csv.DictReader(handle)
+        return list(reader.fieldnames or []), list(reader)
+
+
+GRADE_COLUMNS = [*(f"dr_p{g}" for g in range(5)), *(f"dme_p{r}" for r in range(3)), "grades_from"]
+
+
+def test_predict_csv_gives_every_grade_probability_and_where_the_grades_came_from(tiny_run: Path,
+                                                                                  tmp_path: Path) -> None:
+    folder = tmp_path / "in"
+    write_image(folder / "a.png", fundus(400, 300, seed=1))
+    write_image(folder / "b.png", fundus(300, 400, seed=2))
+    predict_paths(Predictor.from_run(tiny_run), folder, tmp_path / "heads", both=True, progress=False)
+    columns, rows = _read_csv(tmp_path / "heads" / "predictions.csv")
+    assert set(GRADE_COLUMNS) <= set(columns)
+    for row in rows:
+        dr = [float(row[f"dr_p{g}"]) for g in range(5)]
+        dme = [float(row[f"dme_p{r}"]) for r in range(3)]
+        assert sum(dr) == pytest.approx(1, abs=1e-3) and sum(dme) == pytest.approx(1, abs=1e-3)
+        assert all(len(row[f"dr_p{g}"].split(".")[-1]) <= 4 for g in range(5))  # rounded to 4 decimals
+        assert int(row["dr_grade"]) == int(np.argmax(dr)) and int(row["dme_risk"]) == int(np.argmax(dme))
+        assert row["grades_from"] == "classification heads"
+    _save_grader(tiny_run)
+    predictor = Predictor.from_run(tiny_run)
+    predict_paths(predictor, folder, tmp_path / "grader", both=True, progress=False)
+    columns_graded, rows = _read_csv(tmp_path / "grader" / "predictions.csv")
+    assert {row["grades_from"] for row in rows} == {"lesion evidence"}
+    # the Predict page's CSV has the same columns, an error row among them
+    results = [upload_views.UploadResult("a.png", predictor.predict(folder / "a.png")),
+               upload_views.UploadResult("empty.png", error="empty.png is empty (0 bytes)"),
+               upload_views.UploadResult("b.png", predictor.predict(folder / "b.png"))]
+    page = tmp_path / "page.csv"
+    page.write_bytes(upload_views.results_csv(results, 0.5, predictor.grades_source))
+    page_columns, page_rows = _read_csv(page)
+    assert page_columns == columns_graded
+    assert [r["image"] for r in page_rows] == ["a.png", "empty.png", "b.png"]
+    assert page_rows[1]["error"] == "empty.png is empty (0 bytes)" and page_rows[1]["dr_grade"] == ""
+    assert page_rows[0]["grades_from"] == "lesion evidence"
+
+
+def test_the_table_across_uploads_has_a_row_per_file_and_one_zip_of_every_mask(tiny_run: Path) -> None:
+    import io
+    import zipfile
+
+    predictor = Predictor.from_run(tiny_run)
+    eye = predictor.predict(fundus(400, 300, seed=5), both=True)
+    results = [upload_views.UploadResult("eye.jpg", eye), upload_views.UploadResult("eye.png", eye),
+               upload_views.UploadResult("notes.jpg", error="notes.jpg is not an image file (unknown format)")]
+    rows = upload_views.results_table(results, 0.5, predictor.grades_source)
+    assert [r["file"] for r in rows] == ["eye.jpg", "eye.png", "notes.jpg"]
+    first, failed = rows[0], rows[2]
+    assert first["DR grade %"] == round(100 * float(eye.dr_probs.max()), 1)
+    assert first["DME risk %"] == round(100 * float(eye.dme_probs.max()), 1)
+    assert first["grades from"] == "classification heads" and first["error"] == ""
+    stats = eye.lesion_stats(0.5)
+    for code in LESIONS:
+        assert first[f"{code} count"] == stats[code].count
+        assert first[f"{code} % of FOV"] == round(100 * stats[code].area_fraction, 3)
+    assert failed["error"].startswith("notes.jpg is not an image file") and "route" not in failed
+    with zipfile.ZipFile(io.BytesIO(upload_views.all_masks_zip(results, 0.5))) as archive:
+        names = archive.namelist()
+        assert sorted(names) == sorted(f"{stem}_{code}.png" for stem in ("eye", "eye-2") for code in LESIONS)
+        from PIL import Image
+        assert Image.open(archive.open("eye_OD.png")).size == (400, 300)
+
+
+def test_dme_readouts_name_the_part_of_the_model_and_say_when_they_disagree(tiny_run: Path) -> None:
+    prediction = Predictor.from_run(tiny_run).predict(fundus(400, 300, seed=5), both=True)
+    prediction.seg_probs = np.zeros_like(prediction.seg_probs)  # no exudate: the masks imply DME 0
+    prediction.dme_probs = np.array([0.1, 0.2, 0.7])
+    assert prediction.report()["dme_disagreement"]
+    masks, model = upload_views.dme_readouts(prediction, "lesion evidence", 0.5)
+    assert (masks.label, masks.value) == ("DME from the masks", "0 none")
+    assert (model.label, model.value) == ("DME risk (lesion grader)", "2 near")
+    assert "lesion grader" in masks.note and "2 near" in masks.note
+    assert "DME from the masks" in model.note and "0 none" in model.note
+    _, heads = upload_views.dme_readouts(prediction, "classification heads", 0.5)
+    assert heads.label == "DME risk (classification head)"
+    prediction.dme_probs = np.array([0.7, 0.2, 0.1])  # now they agree: nothing said
+    masks, model = upload_views.dme_readouts(prediction, "lesion evidence", 0.5)
+    assert masks.note == model.note == ""
+    assert upload_views.grade_title("dr", "lesion evidence") == "DR grade (lesion grader)"
+    assert "not for the DR grade shown" in upload_views.gradcam_caption("dr", "lesion evidence")
+    assert "not for" not in upload_views.gradcam_caption("dr", "classification heads")
+
+
+def test_gradcam_is_zero_on_the_padding_and_peaks_on_the_photograph(tiny_run: Path) -> None:
+    predictor = Predictor.from_run(tiny_run)
+    image = fundus(400, 200, seed=5)  # wide: the square canvas is padded above and below
+    prediction = predictor.predict(image, both=True)
+    (ox, oy), (cw, ch) = prediction.geometry.offset, prediction.geometry.content
+    assert oy > 0
+    cam = np.full(prediction.canvas.shape[:2], 0.5, np.float32)
+    cam[0, :] = 1.0  # the global peak lies on the padding
+    on_photo = upload_views.cam_on_photograph(cam, prediction.geometry)
+    assert on_photo[:oy].max() == 0 and on_photo[oy + ch :].max() == 0
+    assert on_photo[oy : oy + ch, ox : ox + cw].min() == pytest.approx(1.0)  # normalised on the photograph
+    real = upload_views.cam_on_photograph(predictor.gradcam(image, "dr"), prediction.geometry)
+    assert real[:oy].max() == 0 and real.max() in (0.0, pytest.approx(1.0))
+    assert upload_views.gradcam_picture(prediction, predictor.gradcam(image, "dme")).shape == prediction.canvas.shape
+
+
+def test_gallery_judges_the_route_and_the_grades_apart(tmp_path: Path) -> None:
+    from core.evaluate.gallery import gallery
+    from core.run.folder import RunDir
+    from core.views.gallery import grading_verdict, routing_verdict
+
+    run = RunDir(tmp_path / "run")
+    run.predictions("test").parent.mkdir(parents=True)
+    header = "id,task,route,misrouted,gate_confidence,dr_true,dr_pred,dme_true,dme_pred\n"
+    run.predictions("test").write_text(header + "\n".join([
+        "cls/a,classification,classification,False,0.9,3,1,0,0",  # routed right, DR wrong
+        "cls/b,classification,classification,False,0.9,2,2,1,1",  # both right
+        "cls/c,classification,segmentation,True,0.6,0,0,0,2",  # misrouted, DME wrong
+        "seg/d,segmentation,segmentation,False,0.9,,,,",  # no grades to judge
+    ]) + "\n")
+    tiles = {t.id: t for t in gallery(run.path, "test", n=4)}
+    assert (tiles["cls/a"].misrouted, tiles["cls/a"].dr_right, tiles["cls/a"].dme_right) == (False, False, True)
+    assert (tiles["cls/c"].misrouted, tiles["cls/c"].dr_right, tiles["cls/c"].dme_right) == (True, True, False)
+    assert tiles["seg/d"].dr_right is None and tiles["seg/d"].dme_right is None
+    routes = {key: routing_verdict(tile.task, tile.misrouted) for key, tile in tiles.items()}
+    grades = {key: grading_verdict(tile.dr_right, tile.dme_right) for key, tile in tiles.items()}
+    assert "routed right" in routes["cls/a"] and "✗ DR grade wrong" in grades["cls/a"]  # the tick is the route's
+    assert "grades right" in grades["cls/b"] and "✗" not in grades["cls/b"]
+    assert "MISROUTED" in routes["cls/c"] and "DME risk wrong" in grades["cls/c"]
+    assert grades["seg/d"] == ""

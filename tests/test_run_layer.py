@@ -107,3 +107,20 @@ def test_the_catalogue_finds_a_runs_files_through_its_run_dir(tmp_path: Path) ->
         shutil.copy(shipped.summary("test"), run.summary(split))
     info = catalogue.run_info(folder)
     assert info.has_weights and info.evaluated == ("test", "val") == run.evaluated_splits()
+
+
+def test_a_run_is_described_by_its_dataset_and_size_not_by_folders() -> None:
+    from core.config import load_config
+    from core.views.runs import data_description, data_summary
+
+    real = RunDir(ROOT / "checkpoints" / "idrid")
+    config = load_config(real.config)
+    assert config.data.source == "folder" and config.data.roots  # the config does hold the machine's folders
+    words = data_description(config, real)
+    assert words == ("real IDRiD photographs: 54 with lesion masks and 411 graded, of which 43 and 329 in its "
+                     "training split")
+    assert not any(str(root) in words or "shared" in words for root in config.data.roots)
+    assert data_summary(config, real) == words
+    assert data_description(config) == "real IDRiD photographs"  # no saved split: no counts, still no folders
+    demo = RunDir(ROOT / "checkpoints" / "demo")
+    assert data_summary(load_config(demo.config), demo) == "synthetic images only"

@@ -24,11 +24,11 @@ def make_plan(quick: bool, device: str) -> suites.Plan:
         setting = Setting("convnext_tiny", 512 if quick else 1024, 8, torch.device("cuda"), bf16=True)
         return suites.Plan(setting, repeats=3 if quick else 10, data_images=8 if quick else 0, data_workers=4,
                            inference_size=512, tiled_scale=2.0 if quick else None,
-                           memory_sizes=(512,) if quick else (512, 1024), matmul_n=2048 if quick else 8192)
+                           folder_images=4 if quick else 100, memory_sizes=(512,) if quick else (512, 1024), quick=quick)
     setting = Setting("convnext_atto", 256 if quick else 512, 4 if quick else 8, torch.device("cpu"))
     return suites.Plan(setting, repeats=2 if quick else 5, data_images=4 if quick else 0, data_workers=2,
                        inference_size=256 if quick else 512, tiled_scale=2.0 if quick else None,
-                       memory_sizes=(256,) if quick else (256, 512, 1024), matmul_n=2048)
+                       folder_images=4 if quick else 100, memory_sizes=(256,) if quick else (256, 512, 1024), quick=quick)
 
 
 def run_benchmark(quick: bool = False, device: str = "cpu", out: Path | None = None, shared: Path | None = None,

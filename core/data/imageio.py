@@ -132,6 +132,57 @@ def _to_uint8(array: np.ndarray) -> np.ndarray:
     return np.clip(values * (255.0 / peak) + 0.5, 0, 255).astype(np.uint8)
 
 
+_MODE_NOTES = {
+    "L": "a greyscale image: its one channel was copied to red, green and blue",
+    "LA": "a greyscale image with transparency: composited on black, then copied to red, green and blue",
+    "I;16": "a 16-bit greyscale image: scaled to 8 bits and copied to red, green and blue",
+    "I;16B": "a 16-bit greyscale image: scaled to 8 bits and copied to red, green and blue",
+    "I;16L": "a 16-bit greyscale image: scaled to 8 bits and copied to red, green and blue",
+    "I": "a 32-bit greyscale image: scaled to 8 bits and copied to red, green and blue",
+    "F": "a floating-point greyscale image: scaled to 8 bits and copied to red, green and blue",
+    "CMYK": "a CMYK image: converted to RGB",
+    "YCbCr": "a YCbCr image: converted to RGB",
+    "LAB": "a CIELAB image: converted to RGB",
+    "HSV": "an HSV image: converted to RGB",
+    "1": "a black-and-white (1-bit) image: converted to RGB",
+    "RGBA": "an image with transparency: transparent pixels composited on black",
+    "P": "a palette image: converted to RGB",
+}
+
+
+def conversion_notes(image: Image.Image) -> list[str]:
+    """What ``to_rgb_array`` will do to ``image`` besides reading it, in words for the warnings a user sees: the
+    model reads 8-bit RGB, and a silent conversion of a grey, 16-bit, CMYK or multi-page file would hide why a
+    prediction looks as it does."""
+    notes = []
+    mode = image.mode
+    if mode == "P" and "transparency" in image.info:
+        notes.append("a palette image with transparency: converted to RGB, transparent pixels composited on black")
+    elif mode in _MODE_NOTES:
+        notes.append(_MODE_NOTES[mode])
+    elif mode != "RGB":
+        notes.append(f"a {mode} image: converted to RGB")
+    frames = getattr(image, "n_frames", 1)
+    if frames > 1:
+        notes.append(f"a file of {frames} pages or frames: only the first was read")
+    if orientation(image) != 1:
+        notes.append(f"turned upright as its EXIF orientation ({orientation(image)}) says")
+    return notes
+
+
+def array_notes(array: np.ndarray) -> list[str]:
+    """``conversion_notes`` for an in-memory array (``array_to_rgb``)."""
+    notes = []
+    if array.dtype != np.uint8:
+        notes.append(f"{array.dtype} pixel values: scaled to 8 bits")
+    channels = 1 if array.ndim == 2 else array.shape[2]
+    if channels in (1, 2):
+        notes.append("a greyscale image: its one channel was copied to red, green and blue")
+    if channels in (2, 4):
+        notes.append("an image with transparency: transparent pixels composited on black")
+    return notes
+
+
 def to_rgb_array(image: Image.Image) -> np.ndarray:
     """Any PIL mode -> HxWx3 uint8 RGB, upright; transparency is composited on black (the fundus border)."""
     image = upright(image)

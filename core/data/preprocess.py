@@ -21,7 +21,16 @@ import cv2
 import numpy as np
 from PIL import Image
 
-from core.data.imageio import array_to_rgb, open_image, oriented_size, read_mask, source_name, to_rgb_array
+from core.data.imageio import (
+    array_notes,
+    array_to_rgb,
+    conversion_notes,
+    open_image,
+    oriented_size,
+    read_mask,
+    source_name,
+    to_rgb_array,
+)
 from core.errors import ConfigError, DataError
 from core.vocabulary import LESIONS
 
@@ -151,21 +160,27 @@ def _place(content: np.ndarray, geometry: Geometry) -> np.ndarray:
 
 
 def decode_for_canvas(source: str | Path | bytes | Image.Image | np.ndarray, canvas: tuple[int, int],
-                      what: str = "image", name: str | None = None) -> tuple[np.ndarray, tuple[int, int]]:
+                      what: str = "image", name: str | None = None,
+                      notes: list[str] | None = None) -> tuple[np.ndarray, tuple[int, int]]:
     """Decode to RGB uint8 at the smallest JPEG DCT scale that still leaves the canvas at least 1.5x oversampled.
 
     Returns the pixels and the original (width, height): geometry stays in original pixels whatever was decoded.
-    ``name`` names bytes (an upload's file name) in error messages.
+    ``name`` names bytes (an upload's file name) in error messages; ``notes``, when given, receives what was done
+    to the pixels on the way to 8-bit RGB (``conversion_notes``).
     """
+    notes = [] if notes is None else notes
     if isinstance(source, np.ndarray):
+        notes += array_notes(source)
         rgb = array_to_rgb(source)
         return rgb, (rgb.shape[1], rgb.shape[0])
     if isinstance(source, Image.Image):
+        notes += conversion_notes(source)
         return to_rgb_array(source), oriented_size(source)
     name = source_name(source, name)
     image = open_image(source, what, name)
     try:
         with image:
+            notes += conversion_notes(image)
             original = oriented_size(image)  # geometry is in the pixels a viewer sees (EXIF-turned)
             if image.format == "JPEG":
                 need = max(canvas[0] / original[0], canvas[1] / original[1]) * 1.5

@@ -24,6 +24,8 @@ class Tile:
     confidence: float
     label: str  # prediction against truth, in words
     masks: dict[str, Path] = field(default_factory=dict)  # predicted probability PNGs
+    dr_right: bool | None = None  # the DR grade against the truth; None for a photograph without grades
+    dme_right: bool | None = None
 
     @property
     def both(self) -> bool:
@@ -53,6 +55,15 @@ def _label(row: dict[str, str]) -> str:
     return "; ".join(parts)
 
 
+def _grade_right(row: dict[str, str], task: str) -> bool | None:
+    """Whether the ``task`` ("dr" or "dme") grade equals the truth; None where the photograph has no grade (a
+    correct route says nothing about the grade, so the gallery says both)."""
+    true, predicted = row.get(f"{task}_true"), row.get(f"{task}_pred")
+    if row["task"] not in ("classification", "both") or not true or not predicted:
+        return None
+    return int(true) == int(predicted)
+
+
 def gallery(run_dir: Path | str, split: str = "test", n: int = 20, seed: int = 0, metadata: Metadata | None = None,
             misrouted_only: bool = False) -> list[Tile]:
     """``n`` samples drawn without replacement by ``seed`` (so a draw can be shared and redrawn)."""
@@ -71,5 +82,6 @@ def gallery(run_dir: Path | str, split: str = "test", n: int = 20, seed: int = 0
             id=row["id"], image=image if image is not None and image.exists() else None, task=row["task"],
             route=row["route"], misrouted=row["misrouted"] == "True", confidence=float(row["gate_confidence"]),
             label=_label(row), masks={code: mask_file(folder, row["id"], code) for code in LESIONS},
+            dr_right=_grade_right(row, "dr"), dme_right=_grade_right(row, "dme"),
         ))
     return tiles

@@ -44,8 +44,8 @@ def audit_gate(predictor: Predictor, samples: Sequence[Sample], progress: bool =
     for sample in tqdm([s for s in samples if s.masks is not None], desc="gate shortcut check",
                        disable=not progress, leave=False):
         rgb = read_image(sample.image)
-        before = predictor.gate_probs(rgb)
-        after = predictor.gate_probs(degrade_like_grading(rgb))
+        before = predictor.gate_probs(rgb, admit=False)  # dataset photographs: measured as they are
+        after = predictor.gate_probs(degrade_like_grading(rgb), admit=False)
         rows.append({
             "id": sample.id, "task": "both" if all(sample.task_vector) else sample.task,
             "size": [int(rgb.shape[1]), int(rgb.shape[0])],

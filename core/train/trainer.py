@@ -461,7 +461,7 @@ class Trainer:
                 progress.elapsed_s += time.time() - self.segment_started
                 self.segment_started = time.time()
                 self._save_state(progress)
-            if progress.step_in_epoch % 5 == 0:
+            if progress.step % max(1, train.log_every) == 0:  # with the log line: the counter never lags the chart
                 self._status("running", progress, error=None)
             stop_reason = self._should_stop(progress)
             if stop_reason is not None:
@@ -473,6 +473,8 @@ class Trainer:
         if finished or stop_reason in ("max_steps", "max_minutes"):
             record = self._end_epoch(progress, train_seconds, images, partial=not finished)
             log.info(format_epoch(record))
+        elif stop_reason == "stopped" and self.dist.is_main:  # asked to stop mid-epoch: keep what it learned so far
+            self._save_weights("last", progress)
         if finished:
             progress.epoch += 1
             progress.step_in_epoch = 0

@@ -29,6 +29,27 @@ class TileView:
     confidence: float
     label: str
     caption: str
+    routing: str = ""  # markdown: whether the gate sent it to the right expert
+    grading: str = ""  # markdown: whether its grades are right; empty for a photograph without grades
+    grades_wrong: bool = False
+
+
+def routing_verdict(task: str, misrouted: bool) -> str:
+    """The route against the truth, in markdown; a photograph with masks and grades is right on either route."""
+    if misrouted and task != "both":
+        return ":red-background[:red[**MISROUTED**]]"
+    return ":green[✓ routed right]"
+
+
+def grading_verdict(dr_right: bool | None, dme_right: bool | None) -> str:
+    """The grades against the truth, in markdown, apart from the route: a photograph routed right can still be
+    graded wrong, and a tick beside it read as if the grade were right too."""
+    if dr_right is None and dme_right is None:
+        return ""
+    wrong = [name for name, right in (("DR grade", dr_right), ("DME risk", dme_right)) if right is False]
+    if not wrong:
+        return ":green[✓ grades right]"
+    return f":red[✗ {' and '.join(wrong)} wrong]"
 
 
 def _thumbnail(path: Path | None, height: int) -> np.ndarray:
@@ -76,8 +97,8 @@ def missing_images(path: Path | str, roots: list[str] | None = None) -> str | No
         if config.data.source == "synthetic":
             return f"the synthetic dataset of run {run.path.name} could not be read ({error})"
         named = ", ".join(config.data.roots) if config.data.source == "folder" else str(config.data.metadata)
-        where = "the given folders" if roots else "this machine"
-        return (f"The photographs of run {run.path.name} are not on {where}: it was trained on {named} "
+        where = "in the folders you gave" if roots else "on this machine"
+        return (f"The photographs of run {run.path.name} are not {where}: it was trained on {named} "
                 f"(IDRiD as downloaded, one folder per half or one for both). Give the folder(s) below, in that "
                 f"order, to see them. ({error})")
 
@@ -127,5 +148,7 @@ def gallery_views(path: Path | str, split: str = "test", n: int = 20, seed: int 
         arrow = "both experts" if tile.both else f"**{tile.route}** ({tile.confidence:.0%})"
         caption = f"**{short}** · {tile.task} → {arrow}"
         views.append(TileView(tile.id, image, tile.task, tile.route, tile.misrouted, tile.confidence, tile.label,
-                              caption))
+                              caption, routing_verdict(tile.task, tile.misrouted),
+                              grading_verdict(tile.dr_right, tile.dme_right),
+                              grades_wrong=False in (tile.dr_right, tile.dme_right)))
     return views

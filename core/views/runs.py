@@ -21,14 +21,38 @@ def run_config(path: Path | str) -> Config:
     return load_config(run.config)
 
 
-def data_description(config: Config) -> str:
+def data_description(config: Config, run: RunDir | None = None) -> str:
+    """What a run learned from, in words a reader of the page can use: the dataset and its size, not the folders
+    of the machine it was trained on (those stay in its config.yaml)."""
     data = config.data
     if data.source == "synthetic":
         return f"{SYNTHETIC_NOTE} (the built-in synthetic IDRiD, {data.synthetic.n_seg} segmentation + " \
                f"{data.synthetic.n_cls} grading images)"
-    if data.source == "folder":
-        return "IDRiD folder " + ", ".join(map(str, data.roots))
-    return f"metadata file {data.metadata}"
+    counts = _split_counts(run) if run is not None else None
+    if counts is None:
+        return "real IDRiD photographs" if data.source == "folder" else "photographs listed in a metadata file"
+    (seg, graded), (seg_train, graded_train) = counts
+    return (f"real IDRiD photographs: {seg} with lesion masks and {graded} graded, of which {seg_train} and "
+            f"{graded_train} in its training split")
+
+
+def data_summary(config: Config, run: RunDir | None = None) -> str:
+    """The shortest form, for a caption or a report field: "synthetic images only" or "real IDRiD photographs"."""
+    return "synthetic images only" if config.data.source == "synthetic" else data_description(config, run)
+
+
+def _split_counts(run: RunDir) -> tuple[tuple[int, int], tuple[int, int]] | None:
+    """(photographs with masks, graded) over all splits and in the train split, from the split the run saved."""
+    import json
+
+    try:
+        summary = json.loads(run.metadata.read_text(encoding="utf-8"))["summary"]
+        splits = {name: summary[name] for name in ("train", "val", "test")}
+        seg = sum(int(s["segmentation"]) for s in splits.values())
+        graded = sum(int(s["classification"]) for s in splits.values())
+        return (seg, graded), (int(splits["train"]["segmentation"]), int(splits["train"]["classification"]))
+    except (OSError, ValueError, KeyError, TypeError):
+        return None
 
 
 def describe_dataset(data) -> dict[str, Any]:

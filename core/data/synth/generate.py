@@ -11,8 +11,12 @@ import json
 import multiprocessing
 import os
 import shutil
+import sys
 import time
+import types
 from collections import Counter
+from collections.abc import Iterator
+from contextlib import contextmanager
 from dataclasses import asdict, dataclass, field
 from pathlib import Path
 
@@ -102,6 +106,27 @@ def _init_worker() -> None:
     cv2.setNumThreads(1)  # the pool already uses the cores
 
 
+@contextmanager
+def _workers_without_main() -> Iterator[None]:
+    """Spawn the pool's workers without re-running the caller's ``__main__`` first.
+
+    ``multiprocessing`` spawn makes each worker import the parent's main script, and under ``streamlit run`` that is
+    the app itself: on the app's first start each worker ran app.py in bare mode and printed 110 lines of warnings
+    ("missing ScriptRunContext", "use streamlit run") to the console. The workers need nothing from it; a main
+    module without a file tells spawn there is nothing to prepare. Only the pool's construction is covered: that is
+    when the workers start and read it, so another thread's ``__main__`` is swapped for milliseconds at most.
+    """
+    main = sys.modules.get("__main__")
+    if main is None or getattr(main, "__spec__", None) is not None:
+        yield  # run with -m: spawn imports the module by name, which is safe (python -m core synth)
+        return
+    sys.modules["__main__"] = types.ModuleType("__main__")
+    try:
+        yield
+    finally:
+        sys.modules["__main__"] = main
+
+
 def _run(jobs: list, workers: int, progress: bool):
     from tqdm import tqdm
 
@@ -113,7 +138,9 @@ def _run(jobs: list, workers: int, progress: bool):
                 bar.update()
         else:
             # spawn, not fork: the caller may hold threads (torch, OpenCV) that a fork would copy mid-lock.
-            with multiprocessing.get_context("spawn").Pool(workers, initializer=_init_worker) as pool:
+            with _workers_without_main():
+                pool = multiprocessing.get_context("spawn").Pool(workers, initializer=_init_worker)
+            with pool:
                 for result in pool.imap_unordered(_render_and_write, jobs):
                     yield result
                     bar.update()
