@@ -66,6 +66,9 @@ class ModelConfig:
     dropout: float = 0.1
     drop_path_rate: float = 0.0
     pooling: Literal["avg", "multiscale"] = "avg"  # what the gate and the classifier read (see core.model.gated.pool)
+    # what the gate learns to decide (core.data.targets): the annotation a photograph came with, or whether it
+    # shows more than mild DR (segmentation) or not (classification)
+    gate_target: Literal["task", "referable"] = "task"
 
 
 @dataclass

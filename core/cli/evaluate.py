@@ -33,7 +33,9 @@ def format_summary(summary: EvalSummary) -> str:
     gate = summary.gate
     if gate.accuracy is not None:
         by_task = ", ".join(f"{k} {v:.3f}" for k, v in (gate.accuracy_by_task or {}).items() if v is not None)
-        lines.append(f"gate accuracy {gate.accuracy:.3f} ({by_task}), misrouted {gate.misrouted}")
+        lines.append(f"gate accuracy {gate.accuracy:.3f} ({by_task}), misrouted {gate.misrouted}"
+                     + (f" (missed {gate.missed}, wasted {gate.wasted})" if gate.missed is not None else "")
+                     + (f"; target: {gate.target}" if gate.target else ""))
         matrix = "; ".join(f"{row} -> " + "/".join(map(str, counts))
                            for row, counts in zip(gate.row_labels or [], gate.confusion_matrix or [], strict=True))
         lines.append(f"  routing (true -> segmentation/classification): {matrix}")

@@ -19,6 +19,7 @@ from core.data.crops import CropPolicy, crop_channels, crop_origin
 from core.data.maskbits import pack_masks, unpack_masks
 from core.data.metadata import Sample
 from core.data.preprocess import PreprocessConfig
+from core.data.targets import gate_vector
 from core.vocabulary import IGNORE_INDEX, LESIONS
 
 if TYPE_CHECKING:  # albumentations takes 0.9 s to import; prediction and evaluation never augment
@@ -56,8 +57,10 @@ class IdridDataset(Dataset):
         augment: A.Compose | None = None,
         seed: int = 0,
         crops: CropPolicy | None = None,
+        gate_target: str = "task",
     ) -> None:
         self.samples = list(samples)
+        self.gate_target = gate_target  # core.data.targets: what the gate is taught for each sample
         self.preprocess = preprocess
         self.mean = tuple(mean)
         self.std = tuple(std)
@@ -114,6 +117,7 @@ class IdridDataset(Dataset):
             "image": normalize(image, self.mean, self.std),
             "task": torch.tensor(sample.task_id, dtype=torch.long),
             "task_vector": torch.tensor(sample.task_vector, dtype=torch.float32),
+            "gate_vector": torch.tensor(gate_vector(sample, self.gate_target), dtype=torch.float32),
             "whole": torch.tensor(whole),
             "mask": mask,
             "mask_valid": torch.tensor(mask_valid),

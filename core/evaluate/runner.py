@@ -21,6 +21,7 @@ from PIL import Image
 from core.data.imageio import read_mask
 from core.data.metadata import Metadata, load_metadata
 from core.data.sources import resolve_metadata
+from core.data.targets import gate_vector
 from core.errors import DataError
 from core.evaluate.gate_audit import audit_gate
 from core.evaluate.metrics import (
@@ -77,27 +78,41 @@ def _full_res_truth(sample, geometry) -> np.ndarray:
     return truth
 
 
+def misrouting_kind(wanted: tuple[int, int], chosen: int) -> str:
+    """``missed``: the photograph needed the lesion map (its target is segmentation only) and went to
+    classification, the dangerous error; ``wasted``: it needed a grade only and was segmented for nothing; "" when
+    routed to a target of its own, or when it has no target."""
+    if not any(wanted) or wanted[chosen]:
+        return ""
+    return "missed" if chosen == TASKS.index("classification") else "wasted"
+
+
 class _Rows:
     """Per-sample rows of predictions.csv, plus the label lists the classification metrics need."""
 
-    def __init__(self, only_task: str | None = None) -> None:
+    def __init__(self, only_task: str | None = None, gate_target: str = "task") -> None:
         self.rows: list[dict[str, Any]] = []
         self.only_task = only_task  # a one-task run routes everything to its expert, whatever its untrained gate says
+        self.gate_target = gate_target  # what routing is judged against (core.data.targets)
 
     def add(self, sample, gate: np.ndarray, dr: np.ndarray, dme: np.ndarray, dice: dict[str, float | None]) -> None:
         vector = np.array(sample.task_vector)
+        wanted = gate_vector(sample, self.gate_target)
         chosen = TASKS.index(self.only_task) if self.only_task else int(np.argmax(gate))
         both = bool(vector.all())
+        kind = misrouting_kind(wanted, chosen)
         row: dict[str, Any] = {
             "id": sample.id, "task": "both" if both else sample.task, "gate_p_segmentation": round(float(gate[0]), 5),
             "gate_p_classification": round(float(gate[1]), 5), "route": TASKS[chosen],
-            "misrouted": bool(vector[chosen] == 0), "gate_confidence": round(float(gate[chosen]), 5),
+            "misrouted": bool(kind), "gate_confidence": round(float(gate[chosen]), 5),
             "dr_true": sample.dr_grade, "dr_pred": int(np.argmax(dr)), "dme_true": sample.dme_risk,
             "dme_pred": int(np.argmax(dme)),
         }
         row.update({f"dr_p{k}": round(float(p), 5) for k, p in enumerate(dr)})
         row.update({f"dme_p{k}": round(float(p), 5) for k, p in enumerate(dme)})
         row.update({f"dice_{code}": (None if dice.get(code) is None else round(dice[code], 5)) for code in LESIONS})
+        row["gate_target"] = {(1, 0): "segmentation", (0, 1): "classification", (1, 1): "either"}.get(wanted, "none")
+        row["misrouted_kind"] = kind
         self.rows.append(row)
 
     def write(self, path: Path) -> None:
@@ -134,7 +149,7 @@ def evaluate_run(run_dir: RunDir | Path | str, split: str = "test", data: Path |
         raise DataError(f"the {split} split of this dataset is empty ({counts}); choose another with --split")
     out = run.eval_dir(split)
     accumulator = SegmentationAccumulator(LESIONS)
-    rows = _Rows(predictor.only_task)
+    rows = _Rows(predictor.only_task, config.model.gate_target)
     masks: dict[Path, bytes] = {}
     resolution = "original image size" if full_res else f"model canvas {config.data.image_size} px"
     if full_res and predictor.tiles_lesions:
@@ -161,7 +176,8 @@ def evaluate_run(run_dir: RunDir | Path | str, split: str = "test", data: Path |
                 masks[mask_file(out, sample.id, code)] = _png(seg[row][channel])
             rows.add(sample, result.gate_probs[row], dr[row], dme[row], dice)
     lesions = accumulator.summary() if any(s.masks is not None for s in samples) else {}
-    summary = _summarise(rows.rows, lesions, samples, split, resolution, run, weights, predictor.grades_source)
+    summary = _summarise(rows.rows, lesions, samples, split, resolution, run, weights, predictor.grades_source,
+                         config.model.gate_target)
     if gate_audit:
         summary.gate.shortcut_check = audit_gate(predictor, samples, progress)
     summary.seconds = round(time.time() - started, 2)
@@ -179,11 +195,13 @@ def evaluate_run(run_dir: RunDir | Path | str, split: str = "test", data: Path |
 
 
 def _summarise(rows: list[dict[str, Any]], lesions: dict[str, dict[str, Any]], samples, split: str,
-               resolution: str, run: RunDir, weights: str, grades_source: str) -> EvalSummary:
+               resolution: str, run: RunDir, weights: str, grades_source: str,
+               gate_target: str = "task") -> EvalSummary:
     graded = [r for r in rows if r["dr_true"] is not None]
     graded_only = [r for r in graded if r["task"] == "classification"]  # is a severe grade sent to segmentation?
-    vectors = np.array([s.task_vector for s in samples])
-    gate = np.array([[r["gate_p_segmentation"], r["gate_p_classification"]] for r in rows])
+    targeted = [(s, r) for s, r in zip(samples, rows, strict=True) if any(gate_vector(s, gate_target))]
+    vectors = np.array([gate_vector(s, gate_target) for s, _ in targeted]).reshape(-1, len(TASKS))
+    gate = np.array([[r["gate_p_segmentation"], r["gate_p_classification"]] for _, r in targeted]).reshape(-1, 2)
     misrouted = sorted(({"id": r["id"], "task": r["task"], "route": r["route"], "confidence": r["gate_confidence"]}
                         for r in rows if r["misrouted"]), key=lambda r: -r["confidence"])
     dr_true, dr_pred = [r["dr_true"] for r in graded], [r["dr_pred"] for r in graded]
@@ -194,7 +212,10 @@ def _summarise(rows: list[dict[str, Any]], lesions: dict[str, dict[str, Any]], s
         resolution=resolution,
         gate=GateSummary(**routing_report(vectors, gate), misrouted_samples=misrouted,
                          accuracy_by_dr_grade=accuracy_by_group([not r["misrouted"] for r in graded_only],
-                                                                [r["dr_true"] for r in graded_only])),
+                                                                [r["dr_true"] for r in graded_only]),
+                         target=None if gate_target == "task" else gate_target,
+                         missed=sum(r["misrouted_kind"] == "missed" for r in rows),
+                         wasted=sum(r["misrouted_kind"] == "wasted" for r in rows)),
         classification=ClassificationSummary(
             dr=ClassScores(**classification_report(dr_true, dr_pred, NUM_DR_GRADES)),
             dme=ClassScores(**classification_report(dme_true, dme_pred, NUM_DME_RISKS)),

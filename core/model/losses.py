@@ -183,7 +183,7 @@ class MultiTaskLoss(nn.Module):
 
     def gate(self, output: ModelOutput, batch: Mapping[str, Any]) -> dict[str, torch.Tensor]:
         logits = output.gate_logits
-        target = _task_vector(batch, logits.shape[0]).to(logits.device)
+        target = _gate_vector(batch, logits.shape[0]).to(logits.device)
         has_task = target.sum(dim=1) > 0
         if batch.get("whole") is not None:  # crops of a photograph must not teach the gate what a crop looks like
             has_task &= batch["whole"].to(has_task.device).bool()
@@ -206,8 +206,8 @@ class MultiTaskLoss(nn.Module):
         terms = {name: part[name] for name, part in (("seg", seg), ("cls", cls), ("gate", gate)) if name in part}
         total = combine(terms, self.weights, anchor=output.gate_logits)
 
-        task_vector = _task_vector(batch, output.batch_size).to(output.route.device) > 0
-        misrouted = int((~(output.route & task_vector).any(dim=1) & task_vector.any(dim=1)).sum())
+        wanted = _gate_vector(batch, output.batch_size).to(output.route.device) > 0  # routed where the gate should
+        misrouted = int((~(output.route & wanted).any(dim=1) & wanted.any(dim=1)).sum())
         parts: dict[str, float] = {k: float(v.detach()) for k, v in {**seg, **cls, **gate}.items()}
         parts.update(total=float(total.detach()), n_seg_samples=n_seg, n_cls_samples=n_cls, misrouted=misrouted)
         return total, parts
@@ -227,6 +227,13 @@ def combine(terms: Mapping[str, torch.Tensor], weights: Mapping[str, float],
         return anchor.float().sum() * 0.0
     weighted = sum(weights[k] * terms[k] for k in terms)
     return weighted * (sum(weights.values()) / present)
+
+
+def _gate_vector(batch: Mapping[str, Any], batch_size: int) -> torch.Tensor:
+    """(B, 2) the gate's targets (``model.gate_target``, core.data.targets); the task vectors when absent."""
+    if batch.get("gate_vector") is not None:
+        return batch["gate_vector"].float()
+    return _task_vector(batch, batch_size)
 
 
 def _task_vector(batch: Mapping[str, Any], batch_size: int) -> torch.Tensor:

@@ -73,6 +73,9 @@ class GateSummary:
     accuracy_by_dr_grade: dict[str, dict[str, Any]] | None = field(default=None, metadata=OPTIONAL)
     shortcut_check: dict[str, Any] | None = field(default=None, metadata=OPTIONAL)  # core.evaluate.gate_audit
     note: str | None = field(default=None, metadata=OPTIONAL)
+    target: str | None = field(default=None, metadata=OPTIONAL)  # model.gate_target when not "task"
+    missed: int | None = field(default=None, metadata=OPTIONAL)  # needed the lesion map, sent to classification
+    wasted: int | None = field(default=None, metadata=OPTIONAL)  # needed a grade only, segmented for nothing
 
 
 @dataclass

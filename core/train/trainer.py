@@ -149,9 +149,10 @@ class Trainer:
         cache = PreprocessCache(Path(data.cache_dir).expanduser() if data.cache_dir else default_cache_dir())
         augment = build_augmentation(data.augment, preprocessed_clahe=data.clahe != "none")
         crops = CropPolicy(data.crop_scale, data.crop_probability, data.crop_on_lesion)
+        target = self.config.model.gate_target
         self.train_set = IdridDataset(metadata.split("train"), preprocess, mean, std, cache, augment,
-                                      seed=self.config.train.seed, crops=crops)
-        self.val_set = IdridDataset(metadata.split("val"), preprocess, mean, std, cache, None)
+                                      seed=self.config.train.seed, crops=crops, gate_target=target)
+        self.val_set = IdridDataset(metadata.split("val"), preprocess, mean, std, cache, None, gate_target=target)
         self.samples_per_epoch = data.samples_per_epoch or len(self.train_set)
         if self.dist.enabled:
             self.sampler = DistributedWeightedSampler(self.train_set.samples, self.dist.world_size, self.dist.rank,

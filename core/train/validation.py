@@ -54,10 +54,10 @@ class OutcomeMeter:
 
     @torch.no_grad()
     def add(self, output: ModelOutput, batch: Mapping[str, Any]) -> None:
-        task_vector = batch["task_vector"].to(output.gate_logits.device) > 0
+        wanted = batch.get("gate_vector", batch["task_vector"]).to(output.gate_logits.device) > 0  # the gate's target
         chosen = output.chosen_task()
-        self.sums["gate_correct"] += float(task_vector.gather(1, chosen[:, None]).sum())
-        self.sums["gate_n"] += float(task_vector.any(dim=1).sum())
+        self.sums["gate_correct"] += float(wanted.gather(1, chosen[:, None]).sum())
+        self.sums["gate_n"] += float(wanted.any(dim=1).sum())
         if output.dr_logits is not None:
             index = output.cls_index
             for name, logits in (("dr", output.dr_logits), ("dme", output.dme_logits)):

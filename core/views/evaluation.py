@@ -112,6 +112,12 @@ def gate_rows(evaluation: Evaluation) -> list[dict[str, str]]:
     for grade, value in (gate.accuracy_by_dr_grade or {}).items():
         rows.append({"samples": f"graded only, DR {DR_NAMES[int(grade)]} ({value['n']})",
                      "gate accuracy": _fmt(value["accuracy"], True), "about": "routed to classification"})
+    target = "more than mild DR" if gate.target == "referable" else "its annotation"
+    if gate.missed is not None and gate.n:
+        rows.append({"samples": f"missed ({gate.missed} of {gate.n})", "gate accuracy": _fmt(gate.missed / gate.n, True),
+                     "about": f"needed the lesion map ({target}) and went to classification: the dangerous error"})
+        rows.append({"samples": f"wasted ({gate.wasted} of {gate.n})", "gate accuracy": _fmt(gate.wasted / gate.n, True),
+                     "about": f"needed a grade only ({target}) and was segmented for nothing"})
     check = gate.shortcut_check
     if check:
         rows.append({"samples": f"photographs with masks, reduced and re-encoded ({check['n']})",
