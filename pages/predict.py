@@ -74,6 +74,8 @@ for index, upload in enumerate(uploads):
                 st.warning(warning)
             width, height = result.original_size
             st.markdown(upload_views.gate_sentence(result))
+            if (referable := upload_views.referable_sentence(result)) is not None:
+                st.markdown(referable)
             loading = f" · model loaded in {load_seconds:.1f} s for this page" if load_seconds > 0.05 else ""
             st.caption(f"{width}x{height} px · predicted in {result.seconds:.2f} s (decode, preprocessing, forward)"
                        f"{loading} · run {info.name} ({run_data})")

@@ -103,3 +103,41 @@ def test_training_teaches_the_gate_the_referable_target(tmp_path: Path) -> None:
     expected = torch.tensor([gate_vector(s, "referable") for s in samples], dtype=torch.float32)
     assert torch.equal(batch["gate_vector"], expected)
     assert not torch.equal(batch["gate_vector"], batch["task_vector"])  # the fixture's targets differ from tasks
+
+
+def test_referable_figures_match_scikit_learn_and_the_rule() -> None:
+    import numpy as np
+    from sklearn.metrics import roc_auc_score
+
+    from core.evaluate.metrics import binary_report
+    from core.infer.clinical import referable_from_grades
+
+    truth = [True, True, False, False, True]
+    scores = [0.9, 0.4, 0.6, 0.1, 0.7]
+    report = binary_report(truth, scores)
+    assert report["roc_auc"] == pytest.approx(roc_auc_score(truth, scores))
+    assert (report["sensitivity"], report["specificity"], report["positives"]) == (pytest.approx(2 / 3), 0.5, 3)
+    assert binary_report([True, True], [0.2, 0.9])["roc_auc"] is None  # one class only: AUC undefined
+    dr = np.array([[1.0, 0, 0, 0, 0], [0, 0, 1.0, 0, 0], [0.5, 0.5, 0, 0, 0]])
+    dme = np.array([[1.0, 0, 0], [1.0, 0, 0], [0.5, 0.5, 0]])
+    assert referable_from_grades(dr, dme) == pytest.approx([0.0, 1.0, 0.5])
+
+
+def test_evaluation_and_prediction_say_referable_dr(tiny_run: Path) -> None:
+    from core.infer.predictor import Predictor
+    from core.views.upload import referable_sentence
+
+    summary = evaluate_run(tiny_run, "test", progress=False)
+    assert summary.referable is not None and summary.referable["gate"]["n"] == summary.n
+    assert summary.referable["grades"]["n"] == summary.n_classification
+    from core.data.metadata import load_metadata
+
+    samples = load_metadata(tiny_run / "metadata.json").split("test")
+    assert summary.referable["gate"]["positives"] == sum(is_referable(s) is True for s in samples)
+    graded = [s for s in samples if s.dr_grade is not None]
+    assert summary.referable["grades"]["positives"] == sum(is_referable(s) is True for s in graded)
+    prediction = Predictor.from_run(tiny_run).predict(graded[0].image, both=True)
+    referable = prediction.report()["referable_dr"]
+    assert 0 <= referable["probability"] <= 1 and referable["refer"] == (referable["probability"] >= 0.5)
+    sentence = referable_sentence(prediction)
+    assert ("**refer**" in sentence) == referable["refer"] and "DR grade >= 2 or DME risk >= 1" in sentence

@@ -27,6 +27,10 @@ def register(subparsers: argparse._SubParsersAction) -> None:
     parser.set_defaults(func=run)
 
 
+def _num(value: float | None) -> str:
+    return "n/a" if value is None else f"{value:.3f}"
+
+
 def format_summary(summary: EvalSummary) -> str:
     lines = [f"{summary.run} on {summary.split}: {summary.n} samples "
              f"({summary.n_segmentation} segmentation, {summary.n_classification} graded), {summary.seconds} s"]
@@ -54,6 +58,13 @@ def format_summary(summary: EvalSummary) -> str:
         lines.append(f"DR accuracy {cls.dr.accuracy:.3f}, macro F1 {cls.dr.f1_macro:.3f}, "
                      f"kappa {kappa if kappa is None else round(kappa, 3)}; DME accuracy {cls.dme.accuracy:.3f}; "
                      f"joint {cls.joint_accuracy:.3f}")
+    if summary.referable:
+        for source in ("gate", "grades"):
+            scores = summary.referable.get(source)
+            if scores:
+                lines.append(f"referable DR by the {source}: ROC AUC {_num(scores['roc_auc'])}, sensitivity "
+                             f"{_num(scores['sensitivity'])}, specificity {_num(scores['specificity'])} at "
+                             f"{scores['threshold']} ({scores['positives']} of {scores['n']} referable)")
     lesions = summary.segmentation.lesions
     if lesions:
         lines.append(f"segmentation at {summary.segmentation.resolution}:")

@@ -325,3 +325,24 @@ def accuracy_by_group(correct: Sequence[bool], groups: Sequence[Hashable]) -> di
         hits = [bool(c) for c, g in zip(correct, groups, strict=True) if g == group]
         out[str(group)] = {"n": len(hits), "accuracy": sum(hits) / len(hits)}
     return out
+
+
+# --------------------------------------------------------------------------------------------------------------
+# Referable DR (more than mild: core.data.targets)
+# --------------------------------------------------------------------------------------------------------------
+
+def binary_report(truth: Sequence[bool], scores: Sequence[float], threshold: float = 0.5) -> dict[str, Any]:
+    """Sensitivity and specificity at ``threshold`` and ROC AUC (scikit-learn) of scores for a yes/no truth;
+    None where a class is absent (AUC, and the rate of the missing class, are undefined then)."""
+    from sklearn.metrics import roc_auc_score
+
+    y = np.asarray(truth, dtype=bool)
+    s = np.asarray(scores, dtype=np.float64)
+    said = s >= threshold
+    positives, negatives = int(y.sum()), int((~y).sum())
+    return {
+        "n": int(len(y)), "positives": positives, "threshold": threshold,
+        "sensitivity": float((said & y).sum() / positives) if positives else None,
+        "specificity": float((~said & ~y).sum() / negatives) if negatives else None,
+        "roc_auc": float(roc_auc_score(y, s)) if positives and negatives else None,
+    }

@@ -21,18 +21,20 @@ from PIL import Image
 from core.data.imageio import read_mask
 from core.data.metadata import Metadata, load_metadata
 from core.data.sources import resolve_metadata
-from core.data.targets import gate_vector
+from core.data.targets import gate_vector, is_referable
 from core.errors import DataError
 from core.evaluate.gate_audit import audit_gate
 from core.evaluate.metrics import (
     SegmentationAccumulator,
     accuracy_by_group,
+    binary_report,
     classification_report,
     dice_iou,
     joint_accuracy,
     routing_report,
 )
 from core.fileio import atomic_write, atomic_write_text
+from core.infer.clinical import referable_from_grades
 from core.infer.predictor import Predictor
 from core.run.folder import RunDir, mask_file
 from core.run.summary import (
@@ -225,4 +227,24 @@ def _summarise(rows: list[dict[str, Any]], lesions: dict[str, dict[str, Any]], s
         segmentation=SegmentationSummary(resolution, {
             code: LesionScores(**{k: v for k, v in value.items() if k != "pr_curve"}) for code, value in lesions.items()
         }),
+        referable=_referable(samples, rows),
     )
+
+
+def _referable(samples, rows: list[dict[str, Any]]) -> dict[str, Any] | None:
+    """More than mild DR (core.data.targets) told by the gate's p(segmentation) and by the grades, on the samples
+    whose labels say whether they are referable; None when none do."""
+    known = [(referable, row) for s, row in zip(samples, rows, strict=True)
+             if (referable := is_referable(s)) is not None]
+    if not known:
+        return None
+    truth = [referable for referable, _ in known]
+    dr = np.array([[row[f"dr_p{k}"] for k in range(NUM_DR_GRADES)] for _, row in known])
+    dme = np.array([[row[f"dme_p{k}"] for k in range(NUM_DME_RISKS)] for _, row in known])
+    graded = [(referable, p) for (referable, row), p in zip(known, referable_from_grades(dr, dme), strict=True)
+              if row["dr_true"] is not None]
+    return {
+        "rule": "DR grade >= 2, or DME risk >= 1, or haemorrhages, hard or soft exudates in the masks",
+        "gate": binary_report(truth, [row["gate_p_segmentation"] for _, row in known]),
+        "grades": binary_report([t for t, _ in graded], [p for _, p in graded]) if graded else None,
+    }

@@ -107,3 +107,10 @@ def implied_dme(masks: np.ndarray) -> ImpliedDme:
                           centre, diameter, fovea, nearest)
     return ImpliedDme(1, f"nearest hard exudate {nearest:.2f} disc diameters from the fovea (farther than one)",
                       centre, diameter, fovea, nearest)
+
+
+def referable_from_grades(dr_probs: np.ndarray, dme_probs: np.ndarray) -> np.ndarray:
+    """P(more than mild DR) from the grade probabilities: DR grade >= 2 or DME risk >= 1, taking the two heads as
+    independent (1 - P(DR < 2) P(DME = 0))."""
+    dr, dme = np.asarray(dr_probs, dtype=np.float64), np.asarray(dme_probs, dtype=np.float64)
+    return 1.0 - dr[..., :2].sum(axis=-1) * dme[..., 0]

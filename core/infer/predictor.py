@@ -35,7 +35,7 @@ from core.data.metadata import Sample
 from core.data.preprocess import Geometry, PreprocessConfig, decode_for_canvas, preprocess_image
 from core.errors import ConfigError
 from core.infer.admission import check_fundus_shape, shape_warnings
-from core.infer.clinical import ImpliedDme, LesionStats, implied_dme, lesion_stats
+from core.infer.clinical import ImpliedDme, LesionStats, implied_dme, lesion_stats, referable_from_grades
 from core.infer.evidence import EvidenceGrader, lesion_evidence
 from core.infer.tiling import sliding_window
 from core.infer.tta import segment_probs
@@ -164,6 +164,9 @@ class Prediction:
         if self.dr_probs is not None:
             out["dr_grade"] = {"predicted": int(np.argmax(self.dr_probs)), "probabilities": self.dr_probs.tolist()}
             out["dme_risk"] = {"predicted": int(np.argmax(self.dme_probs)), "probabilities": self.dme_probs.tolist()}
+            referable = float(referable_from_grades(self.dr_probs, self.dme_probs))
+            out["referable_dr"] = {"probability": round(referable, 4), "refer": referable >= 0.5,
+                                   "rule": "DR grade >= 2 or DME risk >= 1, from the grades; operating point 0.5"}
         stats = self.lesion_stats(threshold)
         if stats is not None:
             out["lesions"] = {code: vars(value) for code, value in stats.items()}

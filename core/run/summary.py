@@ -112,6 +112,8 @@ class EvalSummary:
     gate: GateSummary
     classification: ClassificationSummary
     segmentation: SegmentationSummary
+    # more than mild DR told by the gate and by the grades (core.evaluate.runner._referable)
+    referable: dict[str, Any] | None = field(default=None, metadata=OPTIONAL)
     seconds: float | None = field(default=None, metadata=OPTIONAL)
 
     def to_dict(self) -> dict[str, Any]:

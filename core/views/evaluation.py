@@ -88,6 +88,13 @@ def challenge_rows(evaluation: Evaluation) -> list[dict[str, str]]:
             {"measure": "Joint DR + DME accuracy", "value": _fmt(cls.joint_accuracy, True),
              "what": "sub-challenge 3: both right"},
         ]
+    for source, what in (("gate", "the gate's p(segmentation)"), ("grades", "the grades: DR >= 2 or DME >= 1")):
+        scores = (s.referable or {}).get(source)
+        if scores and scores.get("roc_auc") is not None:
+            rows.append({"measure": f"Referable DR by the {source}: ROC AUC", "value": _fmt(scores["roc_auc"]),
+                         "what": f"{what}; sensitivity {_fmt(scores['sensitivity'], True)}, specificity "
+                                 f"{_fmt(scores['specificity'], True)} at {scores['threshold']} "
+                                 f"({scores['positives']} of {scores['n']} referable)"})
     return rows
 
 

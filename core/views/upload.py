@@ -174,6 +174,17 @@ def gate_sentence(prediction) -> str:
             f"{prediction.gate_probs[0]:.1%}, classification {prediction.gate_probs[1]:.1%}); experts run: {ran}.")
 
 
+def referable_sentence(prediction) -> str | None:
+    """Refer or not, for more than mild DR (DR grade >= 2 or DME risk >= 1), from the grades shown, with the
+    probability and the operating point; None where no grades were computed."""
+    referable = prediction.report().get("referable_dr")
+    if referable is None:
+        return None
+    verdict = "**refer**: more than mild DR likely" if referable["refer"] else "**no referable DR**"
+    return (f"Referable DR: {verdict} (probability {referable['probability']:.0%} from the grades; refer at 50% "
+            "and above; DR grade >= 2 or DME risk >= 1).")
+
+
 def lesion_rows(prediction, threshold: float) -> list[dict[str, Any]]:
     stats = prediction.lesion_stats(threshold) or {}
     return [{"lesion": f"{code} {LESION_NAMES[code]}", "count": s.count,
