@@ -294,15 +294,17 @@ def display_image(data: bytes):
 
 @st.cache_data(max_entries=8, show_spinner=False)
 def _gallery(path: str, split: str, seed: int, misrouted_only: bool, roots: tuple[str, ...],
-             stamp: tuple[float, int]):
+             stamp: tuple[float, int], kind: str | None = None):
     from core.views.gallery import gallery_views
 
-    return gallery_views(path, split, n=20, seed=seed, misrouted_only=misrouted_only, roots=list(roots) or None)
+    return gallery_views(path, split, n=20, seed=seed, misrouted_only=misrouted_only, roots=list(roots) or None,
+                         kind=kind)
 
 
-def gallery(info: RunInfo, split: str, seed: int, misrouted_only: bool, roots: list[str] | None = None):
+def gallery(info: RunInfo, split: str, seed: int, misrouted_only: bool, roots: list[str] | None = None,
+            kind: str | None = None):
     predictions = info.run.predictions(split)
-    return _gallery(str(info.path), split, seed, misrouted_only, tuple(roots or ()), file_stamp(predictions))
+    return _gallery(str(info.path), split, seed, misrouted_only, tuple(roots or ()), file_stamp(predictions), kind)
 
 
 @st.cache_data(ttl=30, max_entries=16, show_spinner=False)

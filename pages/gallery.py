@@ -29,6 +29,12 @@ seed = seed_column.number_input("Seed", min_value=0, max_value=10**9, step=1, ke
                                 help="The same seed draws the same 20 samples: share it (it is in the page's URL).")
 draw_column.button("Draw another 20", on_click=draw_again, icon=":material/casino:", key="gallery_draw")
 misrouted_only = filter_column.toggle("Misrouted only", key="gallery_misrouted")
+kind = None
+if misrouted_only:
+    shown = st.radio("Which errors", ["all", "missed", "wasted"], horizontal=True, key="gallery_kind",
+                     format_func={"all": "every misrouted", "missed": "missed: needed the lesion map",
+                                  "wasted": "wasted: segmented for nothing"}.get)
+    kind = None if shown == "all" else shown
 st.query_params["seed"] = str(seed)
 
 result = None
@@ -44,7 +50,7 @@ with ui.guard("finding the photographs"):
     roots = ui.image_folders(info)
 tiles = []
 with ui.guard("drawing the gallery"), st.spinner("Drawing samples..."):
-    tiles = ui.gallery(info, split, int(seed), misrouted_only, roots)
+    tiles = ui.gallery(info, split, int(seed), misrouted_only, roots, kind)
 misrouted = sum(t.misrouted for t in tiles)
 graded_wrong = sum(t.grades_wrong for t in tiles)
 st.caption(f"{len(tiles)} samples of the {split} split (seed {seed}), {result.resolution}. Each tile: the raw "

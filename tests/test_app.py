@@ -127,6 +127,11 @@ def test_gallery_draws_20_seeded_tiles_and_filters_misrouted(demo_root: Path, us
     shown = [m.value for m in at.markdown if "→" in m.value]
     misrouted = sum(r["misrouted"] == "True" for r in rows)
     assert len(shown) == min(20, misrouted) and all("MISROUTED" in m for m in shown)
+    for kind, words in (("missed", "missed, needed the lesion map"), ("wasted", "wasted, segmented for nothing")):
+        at.radio(key="gallery_kind").set_value(kind).run()  # the dangerous error and the costly one, apart
+        shown = [m.value for m in at.markdown if "→" in m.value]
+        assert len(shown) == min(20, sum(r.get("misrouted_kind") == kind for r in rows)), kind
+        assert all(words in m for m in shown), (kind, shown)
 
 
 def test_gallery_says_routing_and_grade_correctness_apart(demo_root: Path, use_runs) -> None:

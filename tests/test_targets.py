@@ -141,3 +141,24 @@ def test_evaluation_and_prediction_say_referable_dr(tiny_run: Path) -> None:
     assert 0 <= referable["probability"] <= 1 and referable["refer"] == (referable["probability"] >= 0.5)
     sentence = referable_sentence(prediction)
     assert ("**refer**" in sentence) == referable["refer"] and "DR grade >= 2 or DME risk >= 1" in sentence
+
+
+def test_the_gallery_shows_either_kind_of_misrouting_and_names_it(tiny_run: Path, tmp_path: Path,
+                                                                  monkeypatch: pytest.MonkeyPatch) -> None:
+    from core.evaluate.gallery import gallery
+    from core.views.gallery import routing_verdict
+
+    config = yaml.safe_load((tiny_run / "config.yaml").read_text())
+    config["model"]["gate_target"] = "referable"
+    (tiny_run / "config.yaml").write_text(yaml.safe_dump(config))
+    summary = evaluate_run(tiny_run, "test", progress=False)
+    for kind, count in (("missed", summary.gate.missed), ("wasted", summary.gate.wasted)):
+        tiles = gallery(tiny_run, "test", n=20, kind=kind)
+        assert len(tiles) == count and all(t.misrouted and t.misrouted_kind == kind for t in tiles)
+    assert len(gallery(tiny_run, "test", n=20, misrouted_only=True)) == summary.gate.misrouted
+    with pytest.raises(ValueError, match="kind must be one of"):
+        gallery(tiny_run, "test", kind="late")
+    assert "MISROUTED: missed, needed the lesion map" in routing_verdict("classification", True, "missed")
+    assert "MISROUTED: wasted, segmented for nothing" in routing_verdict("classification", True, "wasted")
+    assert "MISROUTED**" in routing_verdict("segmentation", True)  # an evaluation older than the kinds
+    assert "routed right" in routing_verdict("both", True, "missed")  # both annotations: either route is right

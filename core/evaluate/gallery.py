@@ -24,6 +24,7 @@ class Tile:
     confidence: float
     label: str  # prediction against truth, in words
     masks: dict[str, Path] = field(default_factory=dict)  # predicted probability PNGs
+    misrouted_kind: str = ""  # "missed", "wasted" or "" (right, or an evaluation older than the kinds)
     dr_right: bool | None = None  # the DR grade against the truth; None for a photograph without grades
     dme_right: bool | None = None
 
@@ -64,12 +65,19 @@ def _grade_right(row: dict[str, str], task: str) -> bool | None:
     return int(true) == int(predicted)
 
 
+MISROUTING_KINDS = ("missed", "wasted")  # core.evaluate.runner.misrouting_kind
+
+
 def gallery(run_dir: Path | str, split: str = "test", n: int = 20, seed: int = 0, metadata: Metadata | None = None,
-            misrouted_only: bool = False) -> list[Tile]:
-    """``n`` samples drawn without replacement by ``seed`` (so a draw can be shared and redrawn)."""
+            misrouted_only: bool = False, kind: str | None = None) -> list[Tile]:
+    """``n`` samples drawn without replacement by ``seed`` (so a draw can be shared and redrawn); with
+    ``misrouted_only`` the misrouted ones, or with ``kind`` only the ``missed`` (needed the lesion map, went to
+    classification) or the ``wasted`` (segmented for nothing). Evaluations older than the kinds have none."""
+    if kind is not None and kind not in MISROUTING_KINDS:
+        raise ValueError(f"kind must be one of {', '.join(MISROUTING_KINDS)}, not {kind!r}")
     rows = read_predictions(run_dir, split)
-    if misrouted_only:
-        rows = [r for r in rows if r["misrouted"] == "True"]
+    if misrouted_only or kind is not None:
+        rows = [r for r in rows if r["misrouted"] == "True" and kind in (None, r.get("misrouted_kind"))]
     rng = np.random.default_rng(seed)
     chosen = sorted(rng.choice(len(rows), size=min(n, len(rows)), replace=False).tolist()) if rows else []
     images = {s.id: s.image for s in metadata.samples} if metadata is not None else {}
@@ -83,5 +91,6 @@ def gallery(run_dir: Path | str, split: str = "test", n: int = 20, seed: int = 0
             route=row["route"], misrouted=row["misrouted"] == "True", confidence=float(row["gate_confidence"]),
             label=_label(row), masks={code: mask_file(folder, row["id"], code) for code in LESIONS},
             dr_right=_grade_right(row, "dr"), dme_right=_grade_right(row, "dme"),
+            misrouted_kind=row.get("misrouted_kind") or "",
         ))
     return tiles

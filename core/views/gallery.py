@@ -34,10 +34,13 @@ class TileView:
     grades_wrong: bool = False
 
 
-def routing_verdict(task: str, misrouted: bool) -> str:
-    """The route against the truth, in markdown; a photograph with masks and grades is right on either route."""
+def routing_verdict(task: str, misrouted: bool, kind: str = "") -> str:
+    """The route against the truth, in markdown; a photograph with masks and grades is right on either route.
+    ``kind`` says which error: missed (it needed the lesion map), the dangerous one, or wasted (segmented for
+    nothing)."""
     if misrouted and task != "both":
-        return ":red-background[:red[**MISROUTED**]]"
+        said = {"missed": ": missed, needed the lesion map", "wasted": ": wasted, segmented for nothing"}.get(kind, "")
+        return f":red-background[:red[**MISROUTED{said}**]]"
     return ":green[✓ routed right]"
 
 
@@ -105,7 +108,7 @@ def missing_images(path: Path | str, roots: list[str] | None = None) -> str | No
 
 def gallery_views(path: Path | str, split: str = "test", n: int = 20, seed: int = 0,
                   misrouted_only: bool = False, tile_height: int = 200,
-                  roots: list[str] | None = None) -> list[TileView]:
+                  roots: list[str] | None = None, kind: str | None = None) -> list[TileView]:
     """``n`` evaluated samples drawn by ``seed``, each rendered as [raw photograph | model input with prediction].
 
     Samples with masks get the predicted lesions filled and the ground truth outlined; graded samples routed to
@@ -121,7 +124,7 @@ def gallery_views(path: Path | str, split: str = "test", n: int = 20, seed: int 
         metadata = _run_samples(run, config, roots)
     except StudioError:
         metadata = None  # images elsewhere: tiles show predictions only
-    tiles = gallery(run.path, split, n=n, seed=seed, metadata=metadata, misrouted_only=misrouted_only)
+    tiles = gallery(run.path, split, n=n, seed=seed, metadata=metadata, misrouted_only=misrouted_only, kind=kind)
     samples = {s.id: s for s in metadata.samples} if metadata is not None else {}
     size = config.data.image_size
     preprocess = PreprocessConfig(size, size, clahe=config.data.clahe)
@@ -148,7 +151,7 @@ def gallery_views(path: Path | str, split: str = "test", n: int = 20, seed: int 
         arrow = "both experts" if tile.both else f"**{tile.route}** ({tile.confidence:.0%})"
         caption = f"**{short}** · {tile.task} → {arrow}"
         views.append(TileView(tile.id, image, tile.task, tile.route, tile.misrouted, tile.confidence, tile.label,
-                              caption, routing_verdict(tile.task, tile.misrouted),
+                              caption, routing_verdict(tile.task, tile.misrouted, tile.misrouted_kind),
                               grading_verdict(tile.dr_right, tile.dme_right),
                               grades_wrong=False in (tile.dr_right, tile.dme_right)))
     return views
