@@ -145,7 +145,7 @@ def test_every_page_in_chromium(tmp_path: Path) -> None:
                     assert "run idrid (real IDRiD photographs: 54 with lesion masks" in body, body[-2000:]
                     timings["predict_model"] = "idrid"
                 page.get_by_text("Run both heads").click()
-                page.get_by_text("DME from the masks").wait_for(timeout=60_000)
+                page.get_by_text("DME from the masks", exact=True).wait_for(timeout=60_000)
                 _idle(page)
                 _scroll_to_top(page.get_by_role("heading", name=photographs[0].name))
                 _screenshot(page, "predict")
