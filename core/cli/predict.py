@@ -19,7 +19,8 @@ def register(subparsers: argparse._SubParsersAction) -> None:
                     "masks/<image>_<LESION>.png, 1-bit, at the original size (--masks canvas: at the model's canvas; "
                     "--masks none: no masks). Photographs are decoded ahead and masks encoded behind in worker "
                     "threads while the model runs batches of --batch-size. Exit status: 0 when every image was "
-                    "predicted, 1 when none could be, 3 when some failed (their rows say why).")
+                    "predicted, 1 when none could be, 2 for a mistake in the command (a bad option, a missing run "
+                    "or input), 3 when some failed (their rows say why).")
     parser.add_argument("--run", type=Path, required=True, help="run folder, e.g. checkpoints/demo")
     parser.add_argument("--input", type=Path, required=True, help="an image file or a folder of images")
     parser.add_argument("--out", type=Path, required=True, help="output folder")
