@@ -69,6 +69,9 @@ class ModelConfig:
     # what the gate learns to decide (core.data.targets): the annotation a photograph came with, or whether it
     # shows more than mild DR (segmentation) or not (classification)
     gate_target: Literal["task", "referable"] = "task"
+    # what the gate reads (core.model.gated): the pooled backbone features, or the summary of a coarse lesion head
+    # at stride 16 trained on the masks (core.model.coarse), which the classifier then reads too
+    gate_input: Literal["pooled", "lesions"] = "pooled"
 
 
 @dataclass
@@ -81,6 +84,7 @@ class LossConfig:
     dice: Literal["batch", "image"] = "batch"
     dr_class_weights: list[float] | None = None
     dme_class_weights: list[float] | None = None
+    coarse_weight: float = 1.0  # the coarse lesion head's BCE + Dice on max-pooled masks (model.gate_input: lesions)
 
 
 @dataclass
@@ -105,6 +109,9 @@ class TrainConfig:
     log_every: int = 1  # steps between two lines of log.jsonl
     # After training, fit grades on the lesion evidence of the best weights' segmentation expert (core.infer.evidence).
     fit_grader: bool = False
+    # After training a run with model.gate_target: referable, set infer.gate_threshold to the highest threshold
+    # that keeps this sensitivity for referable photographs on the validation split (None: leave it at 0.5).
+    gate_sensitivity: float | None = 0.9
 
 
 @dataclass
@@ -114,6 +121,10 @@ class InferConfig:
     # Test-time flips (core.infer.tta): lesion maps averaged over the image and its mirror images. "flips" (4
     # passes) raised every lesion's full-resolution AUPR on real IDRiD validation images (docs/training.md).
     tta: Literal["none", "hflip", "flips"] = "none"
+    # The gate's operating point: a photograph goes to the segmentation expert where p(segmentation) >= this, to
+    # classification elsewhere. None: the larger probability (0.5). Chosen on the validation split for a target
+    # sensitivity after training (train.gate_sensitivity; core.train.operating_point) for a referable gate.
+    gate_threshold: float | None = None
 
 
 @dataclass
@@ -266,6 +277,11 @@ def validate(config: Config) -> Config:
         (config.train.max_minutes is None or config.train.max_minutes > 0, "train.max_minutes must be positive"),
         (config.train.max_steps is None or config.train.max_steps >= 1, "train.max_steps must be at least 1"),
         (config.train.checkpoint_every >= 0, "train.checkpoint_every must be >= 0"),
+        (config.infer.gate_threshold is None or 0 < config.infer.gate_threshold < 1,
+         f"infer.gate_threshold must lie strictly between 0 and 1, not {config.infer.gate_threshold}"),
+        (config.train.gate_sensitivity is None or 0 < config.train.gate_sensitivity <= 1,
+         f"train.gate_sensitivity must lie in (0, 1], not {config.train.gate_sensitivity}"),
+        (config.loss.coarse_weight >= 0, "loss.coarse_weight must be >= 0"),
     ]
     for ok, message in checks:
         if not ok:

@@ -327,6 +327,27 @@ def pr_curves(curves: Mapping[str, Mapping[str, Any]]) -> go.Figure:
     return fig
 
 
+def gate_roc(fpr: Sequence[float], tpr: Sequence[float], auc: float | None, point: tuple[float, float] | None,
+             threshold: float, title: str, positive: str = "referable") -> go.Figure:
+    """The gate's ROC curve (p(segmentation) against its target) with the run's operating point marked: where a
+    user sees what the threshold trades, missed photographs (1 - sensitivity) against wasted decoder runs."""
+    fig = _figure(title, "1 - specificity (false positive rate)", f"sensitivity ({positive} found)")
+    if not len(fpr):
+        return _no_data(fig, "No photographs of both kinds to draw a ROC curve")
+    label = f"gate (ROC AUC {auc:.3f})" if auc is not None else "gate"
+    fig.add_trace(go.Scatter(x=list(fpr), y=list(tpr), mode="lines", name=label, line=dict(color=INK, width=2),
+                             hovertemplate="FPR %{x:.3f}<br>sensitivity %{y:.3f}<extra></extra>"))
+    fig.add_trace(go.Scatter(x=[0, 1], y=[0, 1], mode="lines", name="chance", line=dict(color="#999", dash="dot")))
+    if point is not None:
+        fig.add_trace(go.Scatter(x=[point[0]], y=[point[1]], mode="markers", name=f"operating point {threshold:g}",
+                                 marker=dict(size=12, color="#d62728", symbol="x"),
+                                 hovertemplate=f"threshold {threshold:g}<br>FPR %{{x:.3f}}<br>sensitivity "
+                                               f"%{{y:.3f}}<extra></extra>"))
+    fig.update_xaxes(range=[0, 1.01])
+    fig.update_yaxes(range=[0, 1.02])
+    return fig
+
+
 def grade_bars(probs: Sequence[float], labels: Sequence[str], truth: int | None, title: str) -> go.Figure:
     """Probabilities of each DR / DME grade; the predicted grade is highlighted, the true one outlined and marked.
 

@@ -96,3 +96,8 @@ FOVEA_DISC_DIAMETERS_RANGE: tuple[float, float] = (2.3, 2.7)
 FOVEA_BELOW_DISC_DIAMETERS_RANGE: tuple[float, float] = (0.05, 0.35)
 FOVEA_DISC_DIAMETERS = 2.5
 FOVEA_BELOW_DISC_DIAMETERS = 0.25
+
+# Which part of the model gave a photograph's grades (a prediction, predictions.csv, the page and the CLI say it):
+# the lesion grader reads the segmentation expert's maps (core.infer.evidence), the heads the pooled features.
+GRADES_FROM_LESIONS = "lesion evidence"
+GRADES_FROM_HEADS = "classification heads"

@@ -127,6 +127,11 @@ for name, result in evaluations.items():
     with right:
         st.dataframe(evaluation_views.gate_rows(result), hide_index=True, width="stretch", key=f"gate_rows_{name}",
                      column_config=GATE_COLUMNS)
+    roc = evaluation_views.gate_roc(result)
+    if roc is not None:
+        with ui.guard("gate ROC"):
+            st.plotly_chart(figures.gate_roc(roc.fpr, roc.tpr, roc.auc, roc.point, roc.threshold,
+                                             f"Gate ROC: {name} ({split})", roc.positive), key=f"gate_roc_{name}")
 
 st.subheader("Misrouted samples")
 for name, result in evaluations.items():

@@ -56,7 +56,6 @@ if not uploads:
 
 run_data = ui.run_data_summary(info)
 grades_from = loaded.grades_source
-sources = upload_views.grades_from_words(grades_from)
 batch = st.container()  # the table across every upload, filled once they are all predicted
 outcomes: list[upload_views.UploadResult] = []
 for index, upload in enumerate(uploads):
@@ -73,6 +72,7 @@ for index, upload in enumerate(uploads):
             for warning in result.warnings:
                 st.warning(warning)
             width, height = result.original_size
+            grades_from = result.grades_from or loaded.grades_source
             st.markdown(upload_views.gate_sentence(result))
             if (referable := upload_views.referable_sentence(result)) is not None:
                 st.markdown(referable)
@@ -113,8 +113,7 @@ for index, upload in enumerate(uploads):
                                     key=f"dme_{index}")
                     if grades_from == upload_views.LESION_GRADER:
                         st.caption("Grades read from the lesions the segmentation expert found (the run's lesion "
-                                   "grader), not by the classification heads, so both experts run on every "
-                                   "photograph.")
+                                   "grader), not by the classification heads.")
             if show_cam:
                 with st.spinner("Grad-CAM..."):
                     cam = ui.gradcam(info, data, cam_head)
@@ -136,13 +135,14 @@ for index, upload in enumerate(uploads):
 with batch:
     predicted = sum(o.prediction is not None for o in outcomes)
     st.subheader(f"All uploads ({predicted} of {len(outcomes)} predicted)")
-    st.caption(f"One row per upload at mask threshold {threshold:.2f}; grades from the {sources}. Areas are shares "
-               "of the photograph's field of view. The CSV has the columns of `python -m core predict`.")
-    st.dataframe(upload_views.results_table(outcomes, threshold, grades_from), hide_index=True, width="stretch",
+    st.caption(f"One row per upload at mask threshold {threshold:.2f}; each row says which part of the model gave "
+               "its grades. Areas are shares of the photograph's field of view. The CSV has the columns of "
+               "`python -m core predict`.")
+    st.dataframe(upload_views.results_table(outcomes, threshold, loaded.grades_source), hide_index=True, width="stretch",
                  key="batch_table")
     b1, b2, _ = st.columns([1, 1, 2])
     b1.download_button("Results (CSV)", key="batch_csv", file_name="predictions.csv", mime="text/csv",
-                       data=upload_views.results_csv(outcomes, threshold, grades_from), on_click="ignore",
+                       data=upload_views.results_csv(outcomes, threshold, loaded.grades_source), on_click="ignore",
                        icon=":material/table:")
     if any(o.prediction is not None and o.prediction.seg_probs is not None for o in outcomes):
         b2.download_button("All masks (PNG, original size, zip)", key="batch_masks", file_name="masks.zip",

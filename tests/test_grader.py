@@ -2,10 +2,12 @@
 
 from __future__ import annotations
 
+import csv
 from pathlib import Path
 
 import numpy as np
 import pytest
+import yaml
 
 from builders import FixtureSpec, make_idrid
 from core.config import config_from_dict
@@ -67,14 +69,28 @@ def test_training_fits_the_grader_and_prediction_and_evaluation_use_it(tmp_path:
     predictor = Predictor.from_run(tmp_path / "run")
     assert predictor.grades_source == "lesion evidence"
     image = next((root / "B. Disease Grading").rglob("*.jpg"))
-    prediction = predictor.predict(image)
-    assert prediction.ran == ("segmentation", "classification")  # grades need the lesions
+    prediction = predictor.predict(image, both=True)
+    assert prediction.ran == ("segmentation", "classification") and prediction.grades_from == "lesion evidence"
     expected = predictor.grades_from_lesions(prediction.seg_probs)
     assert np.allclose(prediction.dr_probs, expected[0]) and np.allclose(prediction.dme_probs, expected[1])
     heads = Predictor.from_run(tmp_path / "run", use_grader=False).predict(image, both=True)
     assert not np.allclose(heads.dr_probs, prediction.dr_probs)  # the heads' grades are another thing
-    summary = evaluate_run(tmp_path / "run", "val", progress=False)
-    assert summary.classification.source == "lesion evidence"
+
+    # routed for real, at an operating point that sends everything one way: grades from the expert that ran
+    for threshold, ran, source, to_decoder in ((1e-6, ("segmentation",), "lesion evidence", 7),
+                                               (0.999999, ("classification",), "classification heads", 0)):
+        config = yaml.safe_load((tmp_path / "run" / "config.yaml").read_text())
+        config.setdefault("infer", {})["gate_threshold"] = threshold
+        (tmp_path / "run" / "config.yaml").write_text(yaml.safe_dump(config))
+        routed = Predictor.from_run(tmp_path / "run").predict(image)
+        assert routed.ran == ran and routed.grades_from == source
+        assert (routed.seg_probs is None) == (source == "classification heads")
+        summary = evaluate_run(tmp_path / "run", "val", progress=False)
+        assert summary.classification.source == source
+        assert summary.routing["to_decoder"] == to_decoder and summary.routing["threshold"] == threshold
+        assert summary.routing["grades_if_both"]["source"] == "lesion evidence"
+        rows = list(csv.DictReader((tmp_path / "run" / "eval" / "val" / "predictions.csv").open()))
+        assert {r["grades_from"] for r in rows} == {source}
 
 
 def test_the_grader_is_fitted_on_the_maps_it_is_applied_to(tiny_run: Path) -> None:

@@ -165,9 +165,9 @@ def test_predict_csv_gives_every_grade_probability_and_where_the_grades_came_fro
     columns_graded, rows = _read_csv(tmp_path / "grader" / "predictions.csv")
     assert {row["grades_from"] for row in rows} == {"lesion evidence"}
     # the Predict page's CSV has the same columns, an error row among them
-    results = [upload_views.UploadResult("a.png", predictor.predict(folder / "a.png")),
+    results = [upload_views.UploadResult("a.png", predictor.predict(folder / "a.png", both=True)),
                upload_views.UploadResult("empty.png", error="empty.png is empty (0 bytes)"),
-               upload_views.UploadResult("b.png", predictor.predict(folder / "b.png"))]
+               upload_views.UploadResult("b.png", predictor.predict(folder / "b.png", both=True))]
     page = tmp_path / "page.csv"
     page.write_bytes(upload_views.results_csv(results, 0.5, predictor.grades_source))
     page_columns, page_rows = _read_csv(page)

@@ -13,7 +13,7 @@ from core.bench.report import Result, machine_info, table, write_json
 from core.bench.workloads import Setting
 from core.errors import ConfigError
 
-MEASUREMENTS = ("routing", "sharing", "data", "inference", "compute", "memory")
+MEASUREMENTS = ("routing", "sharing", "data", "inference", "gate", "compute", "memory")
 
 
 def make_plan(quick: bool, device: str) -> suites.Plan:
@@ -56,6 +56,8 @@ def run_benchmark(quick: bool = False, device: str = "cpu", out: Path | None = N
                 rows = suites.data(plan, step_rate, shared, scratch)
             elif name == "inference":
                 rows = suites.inference(plan, shared, scratch)
+            elif name == "gate":
+                rows = suites.shipped_gate(plan, scratch)
             elif name == "compute":
                 rows = suites.efficiency(plan)
             else:

@@ -298,6 +298,66 @@ def folder_prediction(predictor, count: int, shared: Path | None, scratch: Path)
     ]
 
 
+def _gate_photographs(plan: Plan, scratch: Path) -> tuple[Path, list[Path], str]:
+    """The shipped run whose gate routes, and the photographs it routes: checkpoints/idrid on its own validation
+    split of the real files (both halves) when they are here, else checkpoints/demo on full-size synthetic
+    photographs of both kinds."""
+    from core.config import load_config
+    from core.errors import DataError
+    from core.evaluate.runner import run_metadata
+    from core.run.folder import RunDir
+
+    idrid = RunDir(ROOT / "checkpoints" / "idrid")
+    if idrid.config.exists():
+        try:
+            samples = run_metadata(idrid, load_config(idrid.config).data, None, progress=False).split("val")
+            source = f"the validation split of {idrid.name} (real IDRiD photographs, both halves)"
+            if samples:
+                return idrid.path, [s.image for s in samples], source
+        except DataError:
+            pass  # the real files are not on this machine
+    from core.data.synth.generate import generate_dataset
+
+    folder = scratch / "synthetic-gate"
+    if not folder.exists():
+        generate_dataset(folder, n_seg=4, n_cls=8, width=4288, seed=1, progress=False)
+    files = sorted(folder.rglob("*.jpg"))  # the originals of both halves (masks are TIFFs)
+    return ROOT / "checkpoints" / "demo", files, "full-size synthetic photographs (4 with masks, 8 graded)"
+
+
+def shipped_gate(plan: Plan, scratch: Path) -> list[Result]:
+    """Seconds per photograph with a shipped run's own gate deciding which expert runs, against both experts on
+    every photograph (what ``predict --both`` does), in the same process, interleaved; and the share the gate sent
+    to the decoder. Decoding is inside both timings: this is what a user's folder costs."""
+    from core.infer.predictor import Predictor
+
+    run, files, source = _gate_photographs(plan, scratch)
+    if plan.quick:
+        files = files[:6]
+    threads = torch.get_num_threads()
+    if plan.setting.device.type == "cpu":
+        torch.set_num_threads(min(2, os.cpu_count() or 2))
+    try:
+        predictor = Predictor.from_run(run, device=plan.setting.device.type)
+        routed = predictor.predict_many(files)
+        segmented = sum("segmentation" in p.ran for p in routed)
+        times = interleaved_medians({"gate": lambda: predictor.predict_many(files),
+                                     "both": lambda: predictor.predict_many(files, both=True)},
+                                    plan.setting.device, 1, warmup=0)  # one pass over the split lasts long enough
+    finally:
+        torch.set_num_threads(threads)
+    n = len(files)
+    how = (f"{n} photographs: {source}; {run.name} at its operating point {predictor.gate_threshold:g}, "
+           f"batches of 4, decoding included")
+    return [
+        Result("gate: seconds a photograph, routed by the shipped gate", times["gate"] / n, "s", detail=how),
+        Result("gate: seconds a photograph, both experts on every one", times["both"] / n, "s"),
+        Result.at_most("gate: routed / both experts", times["gate"] / times["both"], "ratio", 1.0,
+                       f"the decoder ran on {segmented} of {n}"),
+        Result("gate: share sent to the lesion decoder", segmented / n, "ratio"),
+    ]
+
+
 def cold_start(run: Path, photograph: bytes, scratch: Path, device: str) -> float:
     path = scratch / "photograph.jpg"
     path.write_bytes(photograph)

@@ -48,6 +48,11 @@ def run(args: argparse.Namespace) -> int:
     done = len(rows) - len(failed)
     print(f"predicted {done} image(s), {len(failed)} failed, in {seconds:.1f} s ({done / seconds:.2f} images/s); "
           f"wrote {args.out / 'predictions.csv'}")
+    if done:
+        segmented = sum("segmentation" in r.get("experts_run", "") for r in rows if not r.get("error"))
+        how = ("--both: every photograph" if args.both else
+               f"routed by the gate of {predictor.name} at its operating point {predictor.gate_threshold:g}")
+        print(f"the lesion decoder ran on {segmented} of {done} ({segmented / done:.0%}); {how}")
     for row in failed:
         print(f"  {row['error']}")
     if not failed:

@@ -287,10 +287,12 @@ def exact_average_precision(probs: np.ndarray, truth: np.ndarray) -> float | Non
 # Gate
 # --------------------------------------------------------------------------------------------------------------
 
-def routing_report(true_task_vectors: np.ndarray, gate_probs: np.ndarray) -> dict[str, Any]:
+def routing_report(true_task_vectors: np.ndarray, gate_probs: np.ndarray,
+                   threshold: float | None = None) -> dict[str, Any]:
     """How the gate routed each true task: accuracy, per-task accuracy and a 3 x 2 routing matrix.
 
-    A sample is routed to the argmax of ``gate_probs`` (logits work the same); it is correct if that task is one
+    A sample is routed to the argmax of ``gate_probs`` (logits work the same), or, given a ``threshold`` on
+    probabilities, to segmentation where p(segmentation) >= it (the run's operating point); it is correct if that task is one
     of its own, so a [1, 1] sample is always correct. Rows of ``confusion_matrix`` follow ``row_labels``
     (segmentation, classification, both), columns ``column_labels`` (segmentation, classification).
     """
@@ -300,7 +302,7 @@ def routing_report(true_task_vectors: np.ndarray, gate_probs: np.ndarray) -> dic
         raise ValueError(f"length mismatch: {len(vectors)} task vectors, {len(probs)} gate outputs")
     if len(vectors) and not vectors.any(axis=1).all():
         raise ValueError("every task vector needs at least one task ([1,0], [0,1] or [1,1])")
-    routed = probs.argmax(axis=1)
+    routed = probs.argmax(axis=1) if threshold is None else np.where(probs[:, 0] >= threshold, 0, 1)
     row = np.where(vectors.all(axis=1), 2, np.where(vectors[:, 0], 0, 1))
     correct = vectors[np.arange(len(vectors)), routed] if len(vectors) else np.zeros(0, dtype=bool)
     matrix = np.zeros((len(ROUTING_ROWS), len(TASKS)), dtype=np.int64)
@@ -346,3 +348,17 @@ def binary_report(truth: Sequence[bool], scores: Sequence[float], threshold: flo
         "specificity": float((~said & ~y).sum() / negatives) if negatives else None,
         "roc_auc": float(roc_auc_score(y, s)) if positives and negatives else None,
     }
+
+
+def threshold_for_sensitivity(truth: Sequence[bool], scores: Sequence[float], sensitivity: float) -> float:
+    """The highest threshold at which ``scores >= threshold`` finds at least ``sensitivity`` of the positives: the
+    operating point a screening gate is set at (a missed referable eye costs more than a wasted lesion map)."""
+    y = np.asarray(truth, dtype=bool)
+    s = np.asarray(scores, dtype=np.float64)
+    positives = np.sort(s[y])[::-1]
+    if not len(positives):
+        raise ValueError("no positive sample: a threshold for sensitivity needs at least one")
+    if not 0 < sensitivity <= 1:
+        raise ValueError(f"sensitivity must lie in (0, 1], not {sensitivity}")
+    needed = int(np.ceil(sensitivity * len(positives) - 1e-9))
+    return float(positives[max(needed, 1) - 1])

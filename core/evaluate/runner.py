@@ -45,7 +45,7 @@ from core.run.summary import (
     LesionScores,
     SegmentationSummary,
 )
-from core.vocabulary import DME_NAMES, DR_NAMES, LESIONS, NUM_DME_RISKS, NUM_DR_GRADES, TASKS
+from core.vocabulary import DME_NAMES, DR_NAMES, GRADES_FROM_HEADS, LESIONS, NUM_DME_RISKS, NUM_DR_GRADES, TASKS
 
 
 def run_metadata(run: RunDir, config_data: Any, data: Path | None, progress: bool) -> Metadata:
@@ -92,15 +92,29 @@ def misrouting_kind(wanted: tuple[int, int], chosen: int) -> str:
 class _Rows:
     """Per-sample rows of predictions.csv, plus the label lists the classification metrics need."""
 
-    def __init__(self, only_task: str | None = None, gate_target: str = "task") -> None:
+    def __init__(self, only_task: str | None = None, gate_target: str = "task", threshold: float = 0.5) -> None:
         self.rows: list[dict[str, Any]] = []
         self.only_task = only_task  # a one-task run routes everything to its expert, whatever its untrained gate says
         self.gate_target = gate_target  # what routing is judged against (core.data.targets)
+        self.threshold = threshold  # the run's operating point on p(segmentation)
+        self.both_dr: list[np.ndarray] = []  # the grades had the photograph gone to both experts
+        self.both_dme: list[np.ndarray] = []
 
-    def add(self, sample, gate: np.ndarray, dr: np.ndarray, dme: np.ndarray, dice: dict[str, float | None]) -> None:
+    def chosen(self, gate: np.ndarray) -> int:
+        if self.only_task:
+            return TASKS.index(self.only_task)
+        return 0 if float(gate[0]) >= self.threshold else 1
+
+    def add(self, sample, gate: np.ndarray, served: tuple[np.ndarray, np.ndarray, str],
+            both: tuple[np.ndarray, np.ndarray], dice: dict[str, float | None]) -> None:
+        """``served``: the grades the routed expert gives (and which part gave them); ``both``: the grades with
+        both experts run."""
+        dr, dme, grades_from = served
+        self.both_dr.append(both[0])
+        self.both_dme.append(both[1])
         vector = np.array(sample.task_vector)
         wanted = gate_vector(sample, self.gate_target)
-        chosen = TASKS.index(self.only_task) if self.only_task else int(np.argmax(gate))
+        chosen = self.chosen(gate)
         both = bool(vector.all())
         kind = misrouting_kind(wanted, chosen)
         row: dict[str, Any] = {
@@ -115,6 +129,7 @@ class _Rows:
         row.update({f"dice_{code}": (None if dice.get(code) is None else round(dice[code], 5)) for code in LESIONS})
         row["gate_target"] = {(1, 0): "segmentation", (0, 1): "classification", (1, 1): "either"}.get(wanted, "none")
         row["misrouted_kind"] = kind
+        row["grades_from"] = grades_from
         self.rows.append(row)
 
     def write(self, path: Path) -> None:
@@ -151,7 +166,7 @@ def evaluate_run(run_dir: RunDir | Path | str, split: str = "test", data: Path |
         raise DataError(f"the {split} split of this dataset is empty ({counts}); choose another with --split")
     out = run.eval_dir(split)
     accumulator = SegmentationAccumulator(LESIONS)
-    rows = _Rows(predictor.only_task, config.model.gate_target)
+    rows = _Rows(predictor.only_task, config.model.gate_target, predictor.gate_threshold)
     masks: dict[Path, bytes] = {}
     resolution = "original image size" if full_res else f"model canvas {config.data.image_size} px"
     if full_res and predictor.tiles_lesions:
@@ -160,8 +175,9 @@ def evaluate_run(run_dir: RunDir | Path | str, split: str = "test", data: Path |
     if config.infer.tta != "none":
         resolution += f", lesion maps averaged over test-time flips ({config.infer.tta})"
     for batch in predictor.canvas_batches(samples, batch_size, progress, desc=f"evaluate {split}"):
-        result = predictor.infer(batch["image"], route="both")  # every expert on every sample, grades as served
+        result = predictor.infer(batch["image"], route="both")  # every expert on every sample, scored as routed
         seg, dr, dme = (result.stacked(name) for name in ("seg_probs", "dr_probs", "dme_probs"))
+        head_dr, head_dme = result.stacked("head_dr_probs"), result.stacked("head_dme_probs")
         for row, index in enumerate(batch["index"].tolist()):
             sample = samples[index]
             dice: dict[str, float | None] = {}
@@ -176,10 +192,16 @@ def evaluate_run(run_dir: RunDir | Path | str, split: str = "test", data: Path |
                 dice = _image_dice(probs, truth)
             for channel, code in enumerate(LESIONS):
                 masks[mask_file(out, sample.id, code)] = _png(seg[row][channel])
-            rows.add(sample, result.gate_probs[row], dr[row], dme[row], dice)
+            # the grades the product serves: lesion evidence where the gate sends the photograph to the decoder
+            # (when the run has a lesion grader), the classification expert where it sends it there
+            segmented = rows.chosen(result.gate_probs[row]) == 0
+            served = ((dr[row], dme[row], result.grades_from[row]) if segmented
+                      else (head_dr[row], head_dme[row], GRADES_FROM_HEADS))
+            rows.add(sample, result.gate_probs[row], served, (dr[row], dme[row]), dice)
     lesions = accumulator.summary() if any(s.masks is not None for s in samples) else {}
-    summary = _summarise(rows.rows, lesions, samples, split, resolution, run, weights, predictor.grades_source,
-                         config.model.gate_target)
+    summary = _summarise(rows.rows, lesions, samples, split, resolution, run, weights, _served_source(rows.rows),
+                         config.model.gate_target, rows.threshold)
+    summary.routing = _routing(rows, samples, predictor)
     if gate_audit:
         summary.gate.shortcut_check = audit_gate(predictor, samples, progress)
     summary.seconds = round(time.time() - started, 2)
@@ -198,7 +220,7 @@ def evaluate_run(run_dir: RunDir | Path | str, split: str = "test", data: Path |
 
 def _summarise(rows: list[dict[str, Any]], lesions: dict[str, dict[str, Any]], samples, split: str,
                resolution: str, run: RunDir, weights: str, grades_source: str,
-               gate_target: str = "task") -> EvalSummary:
+               gate_target: str = "task", threshold: float = 0.5) -> EvalSummary:
     graded = [r for r in rows if r["dr_true"] is not None]
     graded_only = [r for r in graded if r["task"] == "classification"]  # is a severe grade sent to segmentation?
     targeted = [(s, r) for s, r in zip(samples, rows, strict=True) if any(gate_vector(s, gate_target))]
@@ -212,7 +234,7 @@ def _summarise(rows: list[dict[str, Any]], lesions: dict[str, dict[str, Any]], s
         run=run.name, split=split, weights=weights, n=len(rows),
         n_segmentation=sum(s.masks is not None for s in samples), n_classification=len(graded),
         resolution=resolution,
-        gate=GateSummary(**routing_report(vectors, gate), misrouted_samples=misrouted,
+        gate=GateSummary(**routing_report(vectors, gate, threshold), misrouted_samples=misrouted,
                          accuracy_by_dr_grade=accuracy_by_group([not r["misrouted"] for r in graded_only],
                                                                 [r["dr_true"] for r in graded_only]),
                          target=None if gate_target == "task" else gate_target,
@@ -227,11 +249,47 @@ def _summarise(rows: list[dict[str, Any]], lesions: dict[str, dict[str, Any]], s
         segmentation=SegmentationSummary(resolution, {
             code: LesionScores(**{k: v for k, v in value.items() if k != "pr_curve"}) for code, value in lesions.items()
         }),
-        referable=_referable(samples, rows),
+        referable=_referable(samples, rows, threshold),
     )
 
 
-def _referable(samples, rows: list[dict[str, Any]]) -> dict[str, Any] | None:
+def _served_source(rows: list[dict[str, Any]]) -> str:
+    """One source when every graded photograph's grades came from one part, else both named."""
+    sources = sorted({r["grades_from"] for r in rows if r["dr_true"] is not None and r["grades_from"]})
+    return " / ".join(sources) if sources else GRADES_FROM_HEADS
+
+
+def _routing(rows: _Rows, samples, predictor: Predictor) -> dict[str, Any] | None:
+    """Routing for real: where the operating point sends the split's photographs, and what grading loses or gains
+    against running both experts on every photograph (the evidence grader's grades everywhere)."""
+    if rows.only_task:
+        return None
+    table = rows.rows
+    to_decoder = [r["route"] == "segmentation" for r in table]
+    graded_only = [r for r in table if r["task"] == "classification"]
+    spared = [r["route"] == "classification" for r in graded_only]
+    out: dict[str, Any] = {
+        "threshold": rows.threshold, "n": len(table), "to_decoder": int(sum(to_decoder)),
+        "share_to_decoder": float(np.mean(to_decoder)) if table else None,
+        "graded_only": len(graded_only), "graded_only_spared": int(sum(spared)),
+        "share_graded_only_spared": float(np.mean(spared)) if graded_only else None,
+    }
+    graded = [i for i, r in enumerate(table) if r["dr_true"] is not None]
+    if graded and predictor.grader is not None:
+        dr_true = [table[i]["dr_true"] for i in graded]
+        dme_true = [table[i]["dme_true"] for i in graded]
+        dr_pred = [int(np.argmax(rows.both_dr[i])) for i in graded]
+        dme_pred = [int(np.argmax(rows.both_dme[i])) for i in graded]
+        out["grades_if_both"] = {
+            "source": predictor.grades_source,
+            "dr": classification_report(dr_true, dr_pred, NUM_DR_GRADES),
+            "dme": classification_report(dme_true, dme_pred, NUM_DME_RISKS),
+            "joint_accuracy": joint_accuracy(dr_true, dr_pred, dme_true, dme_pred),
+        }
+    return out
+
+
+def _referable(samples, rows: list[dict[str, Any]], threshold: float = 0.5) -> dict[str, Any] | None:
     """More than mild DR (core.data.targets) told by the gate's p(segmentation) and by the grades, on the samples
     whose labels say whether they are referable; None when none do."""
     known = [(referable, row) for s, row in zip(samples, rows, strict=True)
@@ -245,6 +303,6 @@ def _referable(samples, rows: list[dict[str, Any]]) -> dict[str, Any] | None:
               if row["dr_true"] is not None]
     return {
         "rule": "DR grade >= 2, or DME risk >= 1, or haemorrhages, hard or soft exudates in the masks",
-        "gate": binary_report(truth, [row["gate_p_segmentation"] for _, row in known]),
+        "gate": binary_report(truth, [row["gate_p_segmentation"] for _, row in known], threshold),
         "grades": binary_report([t for t, _ in graded], [p for _, p in graded]) if graded else None,
     }

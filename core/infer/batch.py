@@ -81,13 +81,18 @@ def prediction_row(path: Path | str, prediction: Prediction, threshold: float,
     report = prediction.report(threshold)
     row: dict[str, Any] = {"image": str(path), "error": "", "route": prediction.task,
                            "gate_confidence": round(prediction.confidence, 4),
+                           "experts_run": "+".join(prediction.ran),
                            "warnings": " | ".join(prediction.warnings), "seconds": round(prediction.seconds, 3)}
     if prediction.dr_probs is not None and prediction.dme_probs is not None:
         row["dr_grade"] = report["dr_grade"]["predicted"]
         row["dme_risk"] = report["dme_risk"]["predicted"]
-        row["grades_from"] = grades_from or ""
+        row["grades_from"] = prediction.grades_from or grades_from or ""
         row.update({f"dr_p{grade}": round(float(p), 4) for grade, p in enumerate(prediction.dr_probs)})
         row.update({f"dme_p{risk}": round(float(p), 4) for risk, p in enumerate(prediction.dme_probs)})
+    if "referable_dr" in report:
+        row["referable_p"] = report["referable_dr"]["probability"]
+        row["refer"] = report["referable_dr"]["refer"]
+        row["referable_from"] = report["referable_dr"]["source"]
     if prediction.seg_probs is not None:
         for code in LESIONS:
             row[f"{code}_count"] = report["lesions"][code]["count"]

@@ -43,7 +43,7 @@ from core.model.factory import build_model, model_signature
 from core.model.gated import GatedMultiTaskModel
 from core.run.folder import RunDir
 from core.run.weights import load_weights
-from core.vocabulary import LESIONS, PREDICTION_SOURCES, TASKS
+from core.vocabulary import GRADES_FROM_HEADS, GRADES_FROM_LESIONS, LESIONS, PREDICTION_SOURCES, TASKS
 
 ImageInput = str | Path | bytes | Image.Image | np.ndarray
 
@@ -77,6 +77,10 @@ class CanvasOutput:
     seg_probs: list[np.ndarray | None]  # (5, H, W) float32 lesion probabilities, test-time flips averaged in
     dr_probs: list[np.ndarray | None]  # (5,) from the lesion grader when the run has one, else the DR head
     dme_probs: list[np.ndarray | None]  # (3,)
+    # the classification expert's own grades, where it ran (with a lesion grader dr_probs are the grader's)
+    head_dr_probs: list[np.ndarray | None] = field(default_factory=list)
+    head_dme_probs: list[np.ndarray | None] = field(default_factory=list)
+    grades_from: list[str | None] = field(default_factory=list)  # GRADES_FROM_LESIONS, GRADES_FROM_HEADS or None
 
     def stacked(self, name: str) -> np.ndarray:
         """One field as an array over the batch (every row must be present: route="both")."""
@@ -101,15 +105,28 @@ class Prediction:
     warnings: list[str] = field(default_factory=list)
     seconds: float = 0.0
     only_task: str | None = None  # the run learned this task alone: its gate was not trained and did not route
+    grades_from: str | None = None  # GRADES_FROM_LESIONS or GRADES_FROM_HEADS; None when no grade was made
+    gate_threshold: float = 0.5  # the run's operating point on p(segmentation)
+    gate_target: str = "task"  # what the gate learned to decide (core.data.targets)
+
+    @property
+    def referable_probability(self) -> float | None:
+        """p(more than mild DR) from the gate of a referable run (its p(segmentation)), else None."""
+        return float(self.gate_probs[0]) if self.gate_target == "referable" and self.only_task is None else None
 
     @property
     def task(self) -> str:
-        """The gate's choice, or the one task the run learned."""
-        return self.only_task or TASKS[int(np.argmax(self.gate_probs))]
+        """The gate's choice at the run's operating point, or the one task the run learned."""
+        if self.only_task:
+            return self.only_task
+        return TASKS[0] if float(self.gate_probs[0]) >= self.gate_threshold else TASKS[1]
 
     @property
     def confidence(self) -> float:
-        return float(np.max(self.gate_probs))
+        """The gate's probability of the task it chose."""
+        if self.only_task is not None:
+            return float(np.max(self.gate_probs))
+        return float(self.gate_probs[TASKS.index(self.task)])
 
     def content_probs(self) -> np.ndarray | None:
         """Lesion probabilities on the image part of the canvas (padding cut off)."""
@@ -156,7 +173,8 @@ class Prediction:
         out: dict[str, Any] = {
             "size": list(self.original_size),
             "gate": {"task": self.task, "confidence": round(self.confidence, 4), "trained": self.only_task is None,
-                     "probabilities": dict(zip(TASKS, map(float, self.gate_probs), strict=True))},
+                     "probabilities": dict(zip(TASKS, map(float, self.gate_probs), strict=True)),
+                     "threshold": self.gate_threshold, "target": self.gate_target},
             "experts_run": list(self.ran),
             "warnings": self.warnings,
             "seconds": round(self.seconds, 3),
@@ -164,8 +182,17 @@ class Prediction:
         if self.dr_probs is not None:
             out["dr_grade"] = {"predicted": int(np.argmax(self.dr_probs)), "probabilities": self.dr_probs.tolist()}
             out["dme_risk"] = {"predicted": int(np.argmax(self.dme_probs)), "probabilities": self.dme_probs.tolist()}
+            out["grades_from"] = self.grades_from
+        if self.referable_probability is not None:
+            referable = self.referable_probability
+            out["referable_dr"] = {"probability": round(referable, 4), "refer": referable >= self.gate_threshold,
+                                   "source": "gate", "operating_point": self.gate_threshold,
+                                   "rule": "more than mild DR, by the gate's p(segmentation) at the run's operating "
+                                           "point"}
+        elif self.dr_probs is not None:
             referable = float(referable_from_grades(self.dr_probs, self.dme_probs))
             out["referable_dr"] = {"probability": round(referable, 4), "refer": referable >= 0.5,
+                                   "source": "grades", "operating_point": 0.5,
                                    "rule": "DR grade >= 2 or DME risk >= 1, from the grades; operating point 0.5"}
         stats = self.lesion_stats(threshold)
         if stats is not None:
@@ -246,7 +273,14 @@ class Predictor:
 
     @property
     def grades_source(self) -> str:
-        return "lesion evidence" if self.grader is not None else "classification heads"
+        """Where grades come from when the segmentation expert ran; elsewhere the classification expert gives them."""
+        return GRADES_FROM_LESIONS if self.grader is not None else GRADES_FROM_HEADS
+
+    @property
+    def gate_threshold(self) -> float:
+        """The run's operating point on p(segmentation) (``infer.gate_threshold``; 0.5 when unset)."""
+        threshold = self.config.infer.gate_threshold
+        return 0.5 if threshold is None else float(threshold)
 
     def grades_from_lesions(self, seg_probs: np.ndarray) -> tuple[np.ndarray, np.ndarray]:
         """DR and DME probabilities from (5, H, W) canvas probabilities, by the run's lesion grader."""
@@ -284,15 +318,20 @@ class Predictor:
     @torch.no_grad()
     def gate_probs(self, image: ImageInput, admit: bool = True) -> np.ndarray:
         """(2,) the gate's probabilities alone (segmentation, classification): no expert runs."""
-        tensor = self.prepare(image, admit=admit).tensor
+        return self.gate_batch(self.prepare(image, admit=admit).tensor)[0]
+
+    @torch.no_grad()
+    def gate_batch(self, images: torch.Tensor) -> np.ndarray:
+        """(B, 2) the gate's probabilities for normalised canvases: no expert runs."""
         with self._lock:
-            pooled = self.model.pooled_features(self.model.backbone(tensor))
-            return self.model.gate(pooled)[0].float().softmax(0).cpu().numpy()
+            logits = self.model.gate_logits(self.model.backbone(images.to(self.device)))
+        return logits.float().softmax(1).cpu().numpy()
 
     def default_route(self, both: bool = False) -> str:
-        """``both`` when asked or when grades are read from lesions (the segmentation expert must run everywhere),
-        ``oracle`` to the one expert of a one-task run (its gate never learned), else the gate's choice."""
-        if both or self.grader is not None:
+        """``both`` when asked, ``oracle`` to the one expert of a one-task run (its gate never learned), else the
+        gate's choice at the run's operating point: a photograph it sends to classification never enters the
+        decoder, and its grades come from the classification expert."""
+        if both:
             return "both"
         return "oracle" if self.only_task is not None else "gate"
 
@@ -307,14 +346,16 @@ class Predictor:
         task = None
         if route == "oracle":
             task = torch.full((images.shape[0],), TASKS.index(self.only_task or TASKS[0]), dtype=torch.long)
+        threshold = self.config.infer.gate_threshold if route == "gate" else None
         with self._lock:
-            output = self.model(images, route=route, task=task)
+            output = self.model(images, route=route, task=task, gate_threshold=threshold)
             seg = None if output.seg_logits is None else self.lesion_probs(images[output.seg_index],
                                                                             output.seg_logits)
         batch = images.shape[0]
         seg_rows: list[np.ndarray | None] = [None] * batch
         dr_rows: list[np.ndarray | None] = [None] * batch
         dme_rows: list[np.ndarray | None] = [None] * batch
+        source: list[str | None] = [None] * batch
         if seg is not None:
             for row, index in zip(seg.cpu().numpy(), output.seg_index.tolist(), strict=True):
                 seg_rows[index] = row
@@ -322,12 +363,15 @@ class Predictor:
             dr = output.dr_logits.float().softmax(1).cpu().numpy()
             dme = output.dme_logits.float().softmax(1).cpu().numpy()
             for row, index in enumerate(output.cls_index.tolist()):
-                dr_rows[index], dme_rows[index] = dr[row], dme[row]
+                dr_rows[index], dme_rows[index], source[index] = dr[row], dme[row], GRADES_FROM_HEADS
+        head_dr, head_dme = list(dr_rows), list(dme_rows)
         if grades and self.grader is not None:  # grades read from the lesions the segmentation expert found
             for index, probs in enumerate(seg_rows):
                 if probs is not None:
                     dr_rows[index], dme_rows[index] = self.grades_from_lesions(probs)
-        return CanvasOutput(output.gate_probs.cpu().numpy(), output.route.cpu().numpy(), seg_rows, dr_rows, dme_rows)
+                    source[index] = GRADES_FROM_LESIONS
+        return CanvasOutput(output.gate_probs.cpu().numpy(), output.route.cpu().numpy(), seg_rows, dr_rows, dme_rows,
+                            head_dr, head_dme, source)
 
     @torch.no_grad()
     def predict(self, image: ImageInput, both: bool = False) -> Prediction:
@@ -368,7 +412,8 @@ class Predictor:
             only_task=self.only_task, gate_probs=result.gate_probs[row],
             ran=tuple(t for t, r in zip(TASKS, result.route[row].tolist(), strict=True) if r),
             warnings=item.warnings, seg_probs=result.seg_probs[row], dr_probs=result.dr_probs[row],
-            dme_probs=result.dme_probs[row],
+            dme_probs=result.dme_probs[row], grades_from=result.grades_from[row] if result.grades_from else None,
+            gate_threshold=self.gate_threshold, gate_target=self.config.model.gate_target,
         )
         if prediction.seg_probs is not None and self.tiles_lesions:
             prediction.seg_probs = self._tiled_on_canvas(item.decoded, prediction.seg_probs)
@@ -444,7 +489,7 @@ class Predictor:
             features = self.model.backbone(tensor)
             deepest = features[-1]
             deepest.retain_grad()
-            dr, dme = self.model.classifier(self.model.pooled_features(features))
+            dr, dme = self.model.classify(features)
             logits = dr if head == "dr" else dme
             index = int(logits[0].argmax()) if target is None else int(target)
             self.model.zero_grad(set_to_none=True)

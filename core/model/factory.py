@@ -12,7 +12,8 @@ from core.model.losses import MultiTaskLoss
 def model_signature(config: ModelConfig) -> dict[str, Any]:
     """The settings that decide tensor shapes: a weights file must match them to load."""
     return {"backbone": config.backbone, "decoder_channels": list(config.decoder_channels),
-            "gate_hidden": config.gate_hidden, "pooling": config.pooling}
+            "gate_hidden": config.gate_hidden, "pooling": config.pooling,
+            "gate_input": config.gate_input}
 
 
 def build_model(config: ModelConfig, load_pretrained: bool = True) -> GatedMultiTaskModel:
@@ -25,6 +26,7 @@ def build_model(config: ModelConfig, load_pretrained: bool = True) -> GatedMulti
         dropout=config.dropout,
         drop_path_rate=config.drop_path_rate,
         pooling=config.pooling,
+        gate_input=config.gate_input,
     )
 
 
@@ -38,4 +40,5 @@ def build_loss(config: LossConfig) -> MultiTaskLoss:
         dice=config.dice,
         dr_class_weights=config.dr_class_weights,
         dme_class_weights=config.dme_class_weights,
+        coarse_weight=config.coarse_weight,
     )

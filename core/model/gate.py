@@ -1,7 +1,8 @@
 """The gate: which expert should see this image.
 
-It reads only the pooled deepest features, so it costs a few thousand multiply-adds next to the backbone; the
-routing decision therefore comes for free once the encoder has run, and the expensive expert runs only where needed.
+It reads the pooled backbone features (``model.gate_input: pooled``) or the coarse lesion summary
+(``lesions``, core/model/coarse.py), so it costs a few thousand multiply-adds next to the backbone; the routing
+decision therefore comes almost for free once the encoder has run, and the expensive expert runs only where needed.
 """
 
 from __future__ import annotations
@@ -13,12 +14,17 @@ from core.vocabulary import NUM_TASKS  # 0 = segmentation, 1 = classification
 
 
 class Gate(nn.Module):
-    """pooled (B, C) -> task logits (B, 2) in the order (segmentation, classification)."""
+    """pooled (B, C) -> task logits (B, 2) in the order (segmentation, classification).
 
-    def __init__(self, in_channels: int, hidden: int = 64, dropout: float = 0.1) -> None:
+    ``normalize=False`` for an input already on a fixed scale (the coarse lesion summary, in [0, 1]): a LayerNorm
+    there would subtract each photograph's own mean and hide that every lesion is raised at once.
+    """
+
+    def __init__(self, in_channels: int, hidden: int = 64, dropout: float = 0.1, normalize: bool = True) -> None:
         super().__init__()
         self.mlp = nn.Sequential(
-            nn.LayerNorm(in_channels),  # ConvNeXt stage outputs are not normalised; keeps the MLP's input scale sane
+            # ConvNeXt stage outputs are not normalised; keeps the MLP's input scale sane
+            nn.LayerNorm(in_channels) if normalize else nn.Identity(),
             nn.Linear(in_channels, hidden),
             nn.GELU(),
             nn.Dropout(dropout),

@@ -22,6 +22,7 @@ import torch
 from torch import nn
 
 from core.model.backbone import Backbone
+from core.model.coarse import CoarseLesionHead, lesion_summary, summary_width
 from core.model.decoder import UnetDecoder
 from core.model.gate import Gate
 from core.model.heads import ClassificationHead
@@ -31,6 +32,7 @@ from core.vocabulary import (CLASSIFICATION, FORWARD_ROUTES, NUM_DME_RISKS, NUM_
 Route = ForwardRoute  # the forward pass's routes (core.vocabulary keeps them apart from training's train.route)
 ROUTES = FORWARD_ROUTES
 POOLINGS = ("avg", "multiscale")
+GATE_INPUTS = ("pooled", "lesions")  # what the gate reads: pooled backbone features, or the coarse lesion summary
 
 
 @dataclass
@@ -48,6 +50,7 @@ class ModelOutput:
     cls_index: torch.Tensor  # (n_cls,) long
     dr_logits: torch.Tensor | None  # (n_cls, 5)
     dme_logits: torch.Tensor | None  # (n_cls, 3)
+    coarse_logits: torch.Tensor | None = None  # (B, 5, H/16, W/16) for every sample, with gate_input="lesions"
 
     @property
     def batch_size(self) -> int:
@@ -94,6 +97,7 @@ class GatedMultiTaskModel(nn.Module):
         dropout: float = 0.1,
         drop_path_rate: float = 0.0,
         pooling: str = "avg",
+        gate_input: str = "pooled",
         num_lesions: int = NUM_LESIONS,
         num_dr: int = NUM_DR_GRADES,
         num_dme: int = NUM_DME_RISKS,
@@ -102,15 +106,25 @@ class GatedMultiTaskModel(nn.Module):
         # Everything needed to rebuild the architecture (not the weights) from a checkpoint's config.
         self.hparams = dict(backbone=backbone, decoder_channels=tuple(decoder_channels), stem_channels=stem_channels,
                             full_channels=full_channels, gate_hidden=gate_hidden, dropout=dropout,
-                            drop_path_rate=drop_path_rate, pooling=pooling, num_lesions=num_lesions, num_dr=num_dr, num_dme=num_dme)
+                            drop_path_rate=drop_path_rate, pooling=pooling, gate_input=gate_input, num_lesions=num_lesions, num_dr=num_dr, num_dme=num_dme)
         self.backbone = Backbone(backbone, pretrained_weights, drop_path_rate)
         if pooling not in POOLINGS:
             raise ValueError(f"pooling must be one of {', '.join(POOLINGS)}, got {pooling!r}")
         self.pooling = pooling
+        if gate_input not in GATE_INPUTS:
+            raise ValueError(f"gate_input must be one of {', '.join(GATE_INPUTS)}, got {gate_input!r}")
+        self.gate_input = gate_input
         pooled_width = self.backbone.channels[-1] if pooling == "avg" else 2 * sum(self.backbone.channels)
-        self.gate = Gate(pooled_width, gate_hidden, dropout)
+        self.coarse: CoarseLesionHead | None = None
+        evidence = 0
+        if gate_input == "lesions":
+            self.coarse = CoarseLesionHead(self.backbone.channels, num_lesions)
+            evidence = summary_width(num_lesions)
+            self.gate = Gate(evidence, gate_hidden, dropout, normalize=False)
+        else:
+            self.gate = Gate(pooled_width, gate_hidden, dropout)
         self.decoder = UnetDecoder(self.backbone.channels, decoder_channels, stem_channels, full_channels, num_lesions)
-        self.classifier = ClassificationHead(pooled_width, dropout, num_dr, num_dme)
+        self.classifier = ClassificationHead(pooled_width, dropout, num_dr, num_dme, evidence=evidence)
 
     @property
     def normalization(self) -> tuple[tuple[float, ...], tuple[float, ...]]:
@@ -119,6 +133,8 @@ class GatedMultiTaskModel(nn.Module):
 
     def num_parameters(self) -> dict[str, int]:
         parts = {"backbone": self.backbone, "gate": self.gate, "decoder": self.decoder, "classifier": self.classifier}
+        if self.coarse is not None:
+            parts["coarse"] = self.coarse
         counts = {name: sum(p.numel() for p in part.parameters()) for name, part in parts.items()}
         counts["total"] = sum(counts.values())
         return counts
@@ -136,9 +152,34 @@ class GatedMultiTaskModel(nn.Module):
     def pooled_features(self, features: Sequence[torch.Tensor]) -> torch.Tensor:
         return pool(features, self.pooling)
 
-    def _routes(self, route: str, gate_logits: torch.Tensor, task: torch.Tensor | None) -> torch.Tensor:
+    def heads_input(self, features: Sequence[torch.Tensor]) -> tuple[torch.Tensor, torch.Tensor | None,
+                                                                       torch.Tensor | None]:
+        """(pooled features, coarse lesion summary or None, coarse lesion logits or None): what the gate and the
+        classifier read. The summary is detached: the gate and the grade heads learn to read the lesion maps, and
+        the maps learn only from masks, so 300 grades cannot bend them into a shortcut (the pooled gate's failure)."""
+        pooled = pool(features, self.pooling)
+        if self.coarse is None:
+            return pooled, None, None
+        coarse = self.coarse(features)
+        return pooled, lesion_summary(coarse.detach()), coarse
+
+    def gate_logits(self, features: Sequence[torch.Tensor]) -> torch.Tensor:
+        """The gate alone on the backbone's features: no expert runs."""
+        pooled, summary, _ = self.heads_input(features)
+        return self.gate(pooled if summary is None else summary)
+
+    def classify(self, features: Sequence[torch.Tensor]) -> tuple[torch.Tensor, torch.Tensor]:
+        """The classification expert alone on the backbone's features (Grad-CAM)."""
+        pooled, summary, _ = self.heads_input(features)
+        return self.classifier(pooled, summary)
+
+    def _routes(self, route: str, gate_logits: torch.Tensor, task: torch.Tensor | None,
+                threshold: float | None = None) -> torch.Tensor:
         batch_size = gate_logits.shape[0]
         if route == "gate":
+            if threshold is not None:  # the run's operating point on p(segmentation), chosen for sensitivity
+                segment = gate_logits.float().softmax(dim=1)[:, SEGMENTATION] >= threshold
+                return torch.stack([segment, ~segment], dim=1)  # columns (segmentation, classification)
             return nn.functional.one_hot(gate_logits.argmax(dim=1), NUM_TASKS).bool()
         if route == "both":
             return torch.ones(batch_size, NUM_TASKS, dtype=torch.bool, device=gate_logits.device)
@@ -148,13 +189,16 @@ class GatedMultiTaskModel(nn.Module):
             return task_routes(task.to(gate_logits.device), batch_size)
         raise ValueError(f"unknown route {route!r}; expected one of {', '.join(ROUTES)}")
 
-    def forward(self, images: torch.Tensor, route: Route = "gate", task: torch.Tensor | None = None) -> ModelOutput:
+    def forward(self, images: torch.Tensor, route: Route = "gate", task: torch.Tensor | None = None,
+                gate_threshold: float | None = None) -> ModelOutput:
+        """``gate_threshold``: with ``route="gate"``, send to segmentation where p(segmentation) >= it instead of
+        where it is the larger probability."""
         if route not in ROUTES:
             raise ValueError(f"unknown route {route!r}; expected one of {', '.join(ROUTES)}")
         features = self.backbone(images)
-        pooled = pool(features, self.pooling)
-        gate_logits = self.gate(pooled)
-        routes = self._routes(route, gate_logits, task)
+        pooled, summary, coarse = self.heads_input(features)
+        gate_logits = self.gate(pooled if summary is None else summary)
+        routes = self._routes(route, gate_logits, task, gate_threshold)
         seg_index = routes[:, SEGMENTATION].nonzero().flatten()
         cls_index = routes[:, CLASSIFICATION].nonzero().flatten()
 
@@ -163,10 +207,11 @@ class GatedMultiTaskModel(nn.Module):
             seg_logits = self.decoder(_rows(images, seg_index), [_rows(f, seg_index) for f in features])
         dr_logits = dme_logits = None
         if cls_index.numel():
-            dr_logits, dme_logits = self.classifier(_rows(pooled, cls_index))
+            dr_logits, dme_logits = self.classifier(_rows(pooled, cls_index),
+                                                    None if summary is None else _rows(summary, cls_index))
         return ModelOutput(gate_logits=gate_logits, gate_probs=gate_logits.float().softmax(dim=1), route=routes,
                            seg_index=seg_index, seg_logits=seg_logits, cls_index=cls_index,
-                           dr_logits=dr_logits, dme_logits=dme_logits)
+                           dr_logits=dr_logits, dme_logits=dme_logits, coarse_logits=coarse)
 
 
 def pool(features: Sequence[torch.Tensor], mode: str) -> torch.Tensor:

@@ -17,7 +17,10 @@ Parts (``L`` is each part's loss, averaged over the samples it applies to):
   probabilities (ln 2 at most). A positive ``entropy_coef`` (default 0.01) penalises entropy and pushes the gate
   towards confident routing; a negative one rewards entropy and keeps the gate uncertain, exploring.
 
-Task presence: with weights ``w = {seg, cls, gate}`` and ``P`` the parts present in the batch (a part is absent when
+- ``coarse = coarse_bce + coarse_dice``, the same two losses for the coarse lesion head (``model.gate_input:
+  lesions``, core/model/coarse.py) against the masks max-pooled to its stride-16 grid, on every sample with masks.
+
+Task presence: with weights ``w = {seg, cls, gate, coarse}`` (``coarse`` only for a model with the coarse head) and ``P`` the parts present in the batch (a part is absent when
 no sample reached it with a valid label),
 
     total = (sum_k w_k) * (sum_{k in P} w_k L_k) / (sum_{k in P} w_k)
@@ -37,6 +40,7 @@ import torch
 import torch.nn.functional as F
 from torch import nn
 
+from core.model.coarse import coarse_targets
 from core.model.gated import ModelOutput
 from core.vocabulary import IGNORE_INDEX, NUM_DME_RISKS, NUM_DR_GRADES, NUM_LESIONS
 
@@ -119,6 +123,7 @@ class MultiTaskLoss(nn.Module):
         dr_class_weights: Sequence[float] | None = None,
         dme_class_weights: Sequence[float] | None = None,
         dice: DiceMode = "batch",
+        coarse_weight: float = 1.0,
         dice_smooth: float = 1.0,
         num_lesions: int = NUM_LESIONS,
         num_dr: int = NUM_DR_GRADES,
@@ -127,7 +132,8 @@ class MultiTaskLoss(nn.Module):
         super().__init__()
         if dice not in ("batch", "image"):
             raise ValueError(f"dice must be 'batch' or 'image', got {dice!r}")
-        weights = {"seg": float(seg_weight), "cls": float(cls_weight), "gate": float(gate_weight)}
+        weights = {"seg": float(seg_weight), "cls": float(cls_weight), "gate": float(gate_weight),
+                   "coarse": float(coarse_weight)}
         if any(w < 0 for w in weights.values()):
             raise ValueError(f"loss weights must be >= 0, got {weights}")
         self.weights = weights
@@ -161,6 +167,24 @@ class MultiTaskLoss(nn.Module):
         bce = bce_loss(logits, target, self.bce_pos_weight, channels)
         dice = soft_dice_loss(logits, target, self.dice, self.dice_smooth, channels)
         return {"seg_bce": bce, "seg_dice": dice, "seg": bce + dice}, int(valid.sum())
+
+    def coarse(self, output: ModelOutput, batch: Mapping[str, Any]) -> dict[str, torch.Tensor]:
+        """The coarse lesion head (``model.gate_input: lesions``) against the masks max-pooled to its grid, on every
+        sample with masks whatever its route: it runs for all of them, as the gate's input."""
+        logits = output.coarse_logits
+        if logits is None:
+            return {}
+        valid = batch["mask_valid"].to(logits.device).bool()
+        if not bool(valid.any()):
+            return {}
+        target = coarse_targets(batch["mask"].to(logits.device)[valid], tuple(logits.shape[2:]))
+        channels = batch.get("mask_channels")
+        if channels is not None:
+            channels = channels.to(logits.device).bool()[valid]
+        logits = logits[valid]
+        bce = bce_loss(logits, target, self.bce_pos_weight, channels)
+        dice = soft_dice_loss(logits, target, self.dice, self.dice_smooth, channels)
+        return {"coarse_bce": bce, "coarse_dice": dice, "coarse": bce + dice}
 
     def classification(self, output: ModelOutput, batch: Mapping[str, Any]) -> tuple[dict[str, torch.Tensor], int]:
         if output.dr_logits is None or output.dme_logits is None:
@@ -203,12 +227,17 @@ class MultiTaskLoss(nn.Module):
         seg, n_seg = self.segmentation(output, batch)
         cls, n_cls = self.classification(output, batch)
         gate = self.gate(output, batch)
-        terms = {name: part[name] for name, part in (("seg", seg), ("cls", cls), ("gate", gate)) if name in part}
-        total = combine(terms, self.weights, anchor=output.gate_logits)
+        coarse = self.coarse(output, batch)
+        terms = {name: part[name] for name, part in (("seg", seg), ("cls", cls), ("gate", gate), ("coarse", coarse))
+                 if name in part}
+        # a model without the coarse head has no such part at all: its weight must not join the total's scale
+        weights = self.weights if output.coarse_logits is not None else {
+            k: w for k, w in self.weights.items() if k != "coarse"}
+        total = combine(terms, weights, anchor=output.gate_logits)
 
         wanted = _gate_vector(batch, output.batch_size).to(output.route.device) > 0  # routed where the gate should
         misrouted = int((~(output.route & wanted).any(dim=1) & wanted.any(dim=1)).sum())
-        parts: dict[str, float] = {k: float(v.detach()) for k, v in {**seg, **cls, **gate}.items()}
+        parts: dict[str, float] = {k: float(v.detach()) for k, v in {**seg, **cls, **gate, **coarse}.items()}
         parts.update(total=float(total.detach()), n_seg_samples=n_seg, n_cls_samples=n_cls, misrouted=misrouted)
         return total, parts
 

@@ -73,6 +73,11 @@ class RunDir:
         return self.weights / "grader.json"
 
     @property
+    def operating_point(self) -> Path:
+        """How ``infer.gate_threshold`` was chosen (core.train.operating_point)."""
+        return self.weights / "operating_point.json"
+
+    @property
     def has_weights(self) -> bool:
         return self.weights.is_dir() and any(self.weights.glob("*.safetensors"))
 

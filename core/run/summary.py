@@ -114,6 +114,9 @@ class EvalSummary:
     segmentation: SegmentationSummary
     # more than mild DR told by the gate and by the grades (core.evaluate.runner._referable)
     referable: dict[str, Any] | None = field(default=None, metadata=OPTIONAL)
+    # routing for real (core.evaluate.runner._routing): the operating point, the share sent to the decoder, the
+    # graded-only photographs spared it, and the grades had every photograph gone to both experts
+    routing: dict[str, Any] | None = field(default=None, metadata=OPTIONAL)
     seconds: float | None = field(default=None, metadata=OPTIONAL)
 
     def to_dict(self) -> dict[str, Any]:

@@ -31,7 +31,7 @@ from core.data.metadata import Metadata, load_metadata, write_metadata
 from core.data.preprocess import PreprocessConfig
 from core.data.sampling import DistributedWeightedSampler, weighted_sampler
 from core.data.sources import describe, require_samples, resolve_metadata
-from core.errors import ConfigError, StudioError
+from core.errors import ConfigError, DataError, StudioError
 from core.fileio import atomic_write_text
 from core.model.backbone import backbone_normalization
 from core.model.factory import build_loss, build_model, model_signature
@@ -409,6 +409,9 @@ class Trainer:
         state = "stopped" if stop_reason == "stopped" else "finished"
         if self.config.train.fit_grader and self.dist.is_main and state == "finished" and not self.single_task:
             self._fit_grader()
+        if (self.config.model.gate_target == "referable" and self.config.train.gate_sensitivity is not None
+                and self.dist.is_main and state == "finished" and not self.single_task):
+            self._choose_gate_threshold()
         self._status(state, progress, error=None, stop_reason=stop_reason, best=progress.best, eta_s=0.0,
                      best_epoch=progress.best_epoch)
         log.info("%s at epoch %d, step %d%s", state, progress.epoch, progress.step,
@@ -425,6 +428,20 @@ class Trainer:
         log.info("lesion grader fitted on %d graded photographs in %.0f s%s", report["n_train"], time.time() - started,
                  f"; val DR accuracy {val['dr_accuracy']:.3f}, kappa {val['dr_kappa']:.3f}, DME accuracy "
                  f"{val['dme_accuracy']:.3f}, joint {val['joint_accuracy']:.3f}" if val else "")
+
+    def _choose_gate_threshold(self) -> None:
+        """The gate's operating point for sensitivity on the validation split (core.train.operating_point)."""
+        from core.train.operating_point import choose_gate_threshold
+
+        try:
+            report = choose_gate_threshold(self.run.path, "val", self.config.train.gate_sensitivity,
+                                           progress=self.progress_bar)
+        except DataError as error:  # a split without both kinds of photograph: keep 0.5 and say why
+            log.warning("gate threshold left at 0.5: %s", error)
+            return
+        log.info("gate threshold %.4f on %d validation photographs: sensitivity %.3f, specificity %.3f, ROC AUC "
+                 "%.3f, %.0f%% spared the decoder", report["threshold"], report["n"], report["sensitivity"],
+                 report["specificity"], report["roc_auc"], 100 * report["spared_decoder"])
 
     def _run_epoch(self, progress: Progress) -> tuple[dict[str, Any], str | None]:
         train = self.config.train

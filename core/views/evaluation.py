@@ -88,6 +88,16 @@ def challenge_rows(evaluation: Evaluation) -> list[dict[str, str]]:
             {"measure": "Joint DR + DME accuracy", "value": _fmt(cls.joint_accuracy, True),
              "what": "sub-challenge 3: both right"},
         ]
+    routed = s.routing or {}
+    if routed.get("share_to_decoder") is not None:
+        rows.append({"measure": "Sent to the lesion decoder", "value": _fmt(routed["share_to_decoder"], True),
+                     "what": f"{routed['to_decoder']} of {routed['n']} photographs at the operating point "
+                             f"{routed['threshold']:g} on p(segmentation)"})
+    if routed.get("share_graded_only_spared") is not None:
+        rows.append({"measure": "Graded-only photographs spared the decoder",
+                     "value": _fmt(routed["share_graded_only_spared"], True),
+                     "what": f"{routed['graded_only_spared']} of {routed['graded_only']}: graded by the "
+                             "classification expert alone"})
     for source, what in (("gate", "the gate's p(segmentation)"), ("grades", "the grades: DR >= 2 or DME >= 1")):
         scores = (s.referable or {}).get(source)
         if scores and scores.get("roc_auc") is not None:
@@ -96,6 +106,36 @@ def challenge_rows(evaluation: Evaluation) -> list[dict[str, str]]:
                                  f"{_fmt(scores['specificity'], True)} at {scores['threshold']} "
                                  f"({scores['positives']} of {scores['n']} referable)"})
     return rows
+
+
+@dataclass
+class GateRoc:
+    """The gate's ROC on a split, from predictions.csv, with the run's operating point."""
+
+    fpr: list[float]
+    tpr: list[float]
+    auc: float | None
+    point: tuple[float, float] | None
+    threshold: float
+    positive: str  # what a positive is: "referable" or "segmentation target"
+
+
+def gate_roc(evaluation: Evaluation) -> GateRoc | None:
+    """p(segmentation) against the gate's target (photographs whose target is one route; "either" left out)."""
+    from sklearn.metrics import roc_auc_score, roc_curve
+
+    rows = [r for r in evaluation.predictions if r.get("gate_target") in ("segmentation", "classification")]
+    truth = np.array([r["gate_target"] == "segmentation" for r in rows], dtype=bool)
+    if not len(rows) or truth.all() or not truth.any():
+        return None
+    scores = np.array([float(r["gate_p_segmentation"]) for r in rows])
+    fpr, tpr, _ = roc_curve(truth, scores)
+    routing = evaluation.summary.routing or {}
+    threshold = float(routing.get("threshold", 0.5))
+    said = scores >= threshold
+    point = (float((said & ~truth).sum() / (~truth).sum()), float((said & truth).sum() / truth.sum()))
+    positive = "referable" if evaluation.summary.gate.target == "referable" else "segmentation target"
+    return GateRoc(fpr.tolist(), tpr.tolist(), float(roc_auc_score(truth, scores)), point, threshold, positive)
 
 
 def routing(evaluation: Evaluation) -> tuple[list[list[int]], list[str], list[str]] | None:

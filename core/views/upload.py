@@ -165,13 +165,18 @@ def dme_readouts(prediction: Prediction, grades_from: str, threshold: float) -> 
 
 
 def gate_sentence(prediction) -> str:
-    """What routed the photograph: the gate with its confidence, or, for a run that learned one task, its expert."""
+    """What routed the photograph: the gate with its confidence and operating point, or, for a run that learned one
+    task, its expert; and whether the lesion decoder ran."""
     ran = ", ".join(prediction.ran)
     if prediction.only_task:
         return (f"This run learned **{prediction.only_task}** only, so its gate was not trained: the "
                 f"{prediction.only_task} expert serves every photograph; experts run: {ran}.")
+    point = (f"; segmentation at {prediction.gate_threshold:.0%} and above" if prediction.gate_threshold != 0.5
+             else "")
+    skipped = "" if "segmentation" in prediction.ran else " The lesion decoder did not run."
     return (f"Gate: **{prediction.task}** with confidence **{prediction.confidence:.1%}** (segmentation "
-            f"{prediction.gate_probs[0]:.1%}, classification {prediction.gate_probs[1]:.1%}); experts run: {ran}.")
+            f"{prediction.gate_probs[0]:.1%}, classification {prediction.gate_probs[1]:.1%}{point}); experts run: "
+            f"{ran}.{skipped}")
 
 
 def referable_sentence(prediction) -> str | None:
@@ -181,6 +186,10 @@ def referable_sentence(prediction) -> str | None:
     if referable is None:
         return None
     verdict = "**refer**: more than mild DR likely" if referable["refer"] else "**no referable DR**"
+    if referable.get("source") == "gate":
+        return (f"Referable DR: {verdict} (probability {referable['probability']:.0%} from the gate; refer at "
+                f"{referable['operating_point']:.0%} and above, the run's operating point chosen for sensitivity; "
+                "more than mild DR: DR grade >= 2, DME risk >= 1, haemorrhages or exudates).")
     return (f"Referable DR: {verdict} (probability {referable['probability']:.0%} from the grades; refer at 50% "
             "and above; DR grade >= 2 or DME risk >= 1).")
 
@@ -259,7 +268,8 @@ def csv_rows(results: list[UploadResult], threshold: float, grades_from: str) ->
         if result.prediction is None:
             rows.append({"image": result.name, "error": result.error or "not predicted"})
         else:
-            rows.append(prediction_row(result.name, result.prediction, threshold, grades_from))
+            rows.append(prediction_row(result.name, result.prediction, threshold,
+                                       result.prediction.grades_from or grades_from))
     return rows
 
 
@@ -281,7 +291,6 @@ def _percent(probs: np.ndarray) -> float:
 def results_table(results: list[UploadResult], threshold: float, grades_from: str) -> list[dict[str, Any]]:
     """One row per upload for the page's table across photographs: route, grades with their probability and where
     they came from, each lesion's count and area (% of the field of view), warnings, or the error."""
-    source = grades_from_words(grades_from)
     rows = []
     for result in results:
         row: dict[str, Any] = {"file": result.name}
@@ -294,7 +303,8 @@ def results_table(results: list[UploadResult], threshold: float, grades_from: st
             row.update({"DR grade": DR_NAMES[int(np.argmax(prediction.dr_probs))],
                         "DR grade %": _percent(prediction.dr_probs),
                         "DME risk": DME_NAMES[int(np.argmax(prediction.dme_probs))],
-                        "DME risk %": _percent(prediction.dme_probs), "grades from": source})
+                        "DME risk %": _percent(prediction.dme_probs),
+                        "grades from": grades_from_words(prediction.grades_from or grades_from)})
         for code, stats in (prediction.lesion_stats(threshold) or {}).items():
             row[f"{code} count"] = stats.count
             row[f"{code} % of FOV"] = round(100 * stats.area_fraction, 3)

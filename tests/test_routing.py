@@ -1,0 +1,193 @@
+"""Routing for real: the coarse lesion head the gate reads, the operating point chosen for sensitivity, and a
+photograph sent to classification never entering the decoder (model, Predictor, evaluation, dashboard view)."""
+
+from __future__ import annotations
+
+import json
+from pathlib import Path
+
+import numpy as np
+import pytest
+import torch
+import yaml
+
+from core.evaluate.metrics import threshold_for_sensitivity
+from core.model.coarse import SUMMARY_STATS, CoarseLesionHead, coarse_targets, lesion_summary, summary_width
+from core.model.gated import GatedMultiTaskModel
+from core.model.losses import MultiTaskLoss
+from core.vocabulary import LESIONS
+
+
+def _small(gate_input: str = "lesions") -> GatedMultiTaskModel:
+    torch.manual_seed(0)
+    return GatedMultiTaskModel("convnext_atto", decoder_channels=(16, 16, 8, 8), gate_hidden=8,
+                               pooling="multiscale", gate_input=gate_input).eval()
+
+
+def test_the_summary_reads_each_lesion_map() -> None:
+    logits = torch.full((1, len(LESIONS), 10, 10), -20.0)
+    logits[0, 1, 2, 3] = 20.0  # one haemorrhage cell: p = 1 there, 0 elsewhere
+    logits[0, 2] = 0.0  # exudate map undecided everywhere: p = 0.5
+    summary = lesion_summary(logits).view(len(LESIONS), len(SUMMARY_STATS))
+    assert summary.shape[0] * summary.shape[1] == summary_width()
+    he, ex, ma = summary[1], summary[2], summary[0]
+    assert he.tolist() == pytest.approx([1.0, 1.0, 0.01, 0.01], abs=1e-6)  # max, top 1% (1 cell), mean, share
+    assert ex.tolist() == pytest.approx([0.5, 0.5, 0.5, 1.0], abs=1e-6)
+    assert ma.tolist() == pytest.approx([0.0, 0.0, 0.0, 0.0], abs=1e-6)
+
+
+def test_a_coarse_cell_is_positive_when_any_of_its_pixels_is() -> None:
+    masks = torch.zeros(1, len(LESIONS), 64, 64)
+    masks[0, 0, 17, 33] = 1  # a one-pixel microaneurysm
+    target = coarse_targets(masks, (4, 4))
+    assert target[0, 0].nonzero().tolist() == [[1, 2]] and float(target.sum()) == 1.0
+
+
+def test_the_coarse_head_draws_at_stride_16_and_starts_near_no_lesion() -> None:
+    model = _small()
+    images = torch.randn(2, 3, 128, 128)
+    with torch.no_grad():
+        output = model(images, route="both")
+    assert isinstance(model.coarse, CoarseLesionHead)
+    assert tuple(output.coarse_logits.shape) == (2, len(LESIONS), 8, 8)
+    assert float(output.coarse_logits.sigmoid().mean()) < 0.05  # the rare-lesion prior
+    assert _small("pooled")(images, route="both").coarse_logits is None
+
+
+def test_a_photograph_below_the_threshold_never_enters_the_decoder() -> None:
+    model = _small()
+    calls: list[int] = []
+    handle = model.decoder.register_forward_hook(lambda m, args, out: calls.append(out.shape[0]))
+    images = torch.randn(3, 3, 64, 64)
+    with torch.no_grad():
+        p_seg = model(images, route="both").gate_probs[:, 0]
+        calls.clear()
+        middle = float(p_seg.median())
+        output = model(images, route="gate", gate_threshold=middle)
+        sent = (p_seg >= middle).nonzero().flatten().tolist()
+        assert output.seg_index.tolist() == sent and calls == [len(sent)]
+        assert sorted(output.cls_index.tolist()) == sorted(set(range(3)) - set(sent))
+        calls.clear()
+        nobody = model(images, route="gate", gate_threshold=float(p_seg.max()) + 1e-4)
+        assert nobody.seg_logits is None and calls == []  # the decoder did not run at all
+    handle.remove()
+
+
+def test_the_coarse_loss_joins_the_total_only_for_a_model_with_the_head() -> None:
+    images = torch.randn(2, 3, 64, 64)
+    masks = torch.zeros(2, len(LESIONS), 64, 64)
+    masks[0, 2, 10:14, 10:14] = 1
+    batch = {"mask": masks, "mask_valid": torch.tensor([True, False]), "task": torch.tensor([0, 1]),
+             "dr": torch.tensor([-100, 2]), "dme": torch.tensor([-100, 1])}
+    loss = MultiTaskLoss(coarse_weight=2.0)
+    with_head = _small()(images, route="oracle", task=batch["task"])
+    total, parts = loss(with_head, batch)
+    assert {"coarse", "coarse_bce", "coarse_dice"} <= set(parts) and torch.isfinite(total)
+    without = _small("pooled")(images, route="oracle", task=batch["task"])
+    total, parts = loss(without, batch)
+    present = {k: parts[k] for k in ("seg", "cls", "gate")}
+    # the task-presence rule over seg, cls and gate alone: the absent head's weight does not scale the total
+    assert parts["total"] == pytest.approx(sum(present.values()), rel=1e-5)
+
+
+def test_the_threshold_keeps_the_wanted_sensitivity_on_literal_scores() -> None:
+    truth = [True, True, True, True, False, False]
+    scores = [0.9, 0.8, 0.3, 0.2, 0.5, 0.1]
+    assert threshold_for_sensitivity(truth, scores, 0.75) == 0.3  # three of four positives at >= 0.3
+    assert threshold_for_sensitivity(truth, scores, 1.0) == 0.2
+    assert threshold_for_sensitivity(truth, scores, 0.5) == 0.8
+    with pytest.raises(ValueError, match="no positive"):
+        threshold_for_sensitivity([False], [0.3], 0.9)
+
+
+def _referable(run: Path) -> Path:
+    config = yaml.safe_load((run / "config.yaml").read_text())
+    config["model"]["gate_target"] = "referable"
+    (run / "config.yaml").write_text(yaml.safe_dump(config))
+    return run
+
+
+def test_the_operating_point_is_chosen_on_a_split_and_written_into_the_run(tiny_run: Path) -> None:
+    from core.infer.predictor import Predictor
+    from core.train.operating_point import choose_gate_threshold, gate_scores
+    from core.data.metadata import load_metadata
+    from core.data.targets import is_referable
+
+    run = _referable(tiny_run)
+    report = choose_gate_threshold(run, "test", sensitivity=0.75, progress=False)
+    samples = [s for s in load_metadata(run / "metadata.json").split("test") if is_referable(s) is not None]
+    truth = np.array([is_referable(s) for s in samples])
+    scores = gate_scores(Predictor.from_run(run, use_grader=False), samples, progress=False)
+    found = float(np.mean(scores[truth] >= report["threshold"]))
+    assert found >= 0.75 and report["sensitivity"] == pytest.approx(found)
+    assert report["spared_decoder"] == pytest.approx(float(np.mean(scores < report["threshold"])))
+    assert yaml.safe_load((run / "config.yaml").read_text())["infer"]["gate_threshold"] == report["threshold"]
+    assert json.loads((run / "weights" / "operating_point.json").read_text())["threshold"] == report["threshold"]
+    predictor = Predictor.from_run(run)
+    assert predictor.gate_threshold == report["threshold"]
+    prediction = predictor.predict(samples[0].image)
+    assert prediction.task == ("segmentation" if prediction.gate_probs[0] >= report["threshold"] else "classification")
+    assert ("segmentation" in prediction.ran) == (prediction.task == "segmentation")
+    assert prediction.report()["referable_dr"]["source"] == "gate"
+    assert prediction.report()["referable_dr"]["operating_point"] == report["threshold"]
+
+
+def test_a_task_gate_has_no_threshold_for_sensitivity(tiny_run: Path) -> None:
+    from core.errors import DataError
+    from core.train.operating_point import choose_gate_threshold
+
+    with pytest.raises(DataError, match="gate_target: referable"):
+        choose_gate_threshold(tiny_run, "test", progress=False)
+
+
+def test_evaluation_routes_at_the_operating_point_and_the_dashboard_draws_its_roc(tiny_run: Path) -> None:
+    from core.evaluate.runner import evaluate_run
+    from core.views.evaluation import gate_roc, load_evaluation
+
+    run = _referable(tiny_run)
+    config = yaml.safe_load((run / "config.yaml").read_text())
+    first = evaluate_run(run, "test", progress=False)
+    p = sorted(float(r["gate_p_segmentation"]) for r in load_evaluation(run, "test").predictions)
+    config.setdefault("infer", {})["gate_threshold"] = (p[len(p) // 2] + p[len(p) // 2 - 1]) / 2
+    (run / "config.yaml").write_text(yaml.safe_dump(config))
+    summary = evaluate_run(run, "test", progress=False)
+    evaluation = load_evaluation(run, "test")
+    routed = [r["route"] for r in evaluation.predictions]
+    assert summary.routing["to_decoder"] == routed.count("segmentation") == len(p) - len(p) // 2
+    assert first.routing["threshold"] == 0.5 and summary.routing["threshold"] == config["infer"]["gate_threshold"]
+    graded_only = [r for r in evaluation.predictions if r["task"] == "classification"]
+    assert summary.routing["graded_only_spared"] == sum(r["route"] == "classification" for r in graded_only)
+    roc = gate_roc(evaluation)
+    if roc is not None:  # both kinds among the targeted photographs
+        assert roc.positive == "referable" and roc.threshold == config["infer"]["gate_threshold"]
+        assert 0 <= roc.point[0] <= 1 and 0 <= roc.point[1] <= 1 and roc.fpr[0] == 0 and roc.tpr[-1] == 1
+
+
+def test_training_a_lesion_gate_saves_its_head_and_says_why_it_kept_the_threshold(tmp_path: Path) -> None:
+    """This fixture's validation split holds referable photographs only: training keeps 0.5 and says so (the
+    choice itself is tested above on a split with both kinds)."""
+    from builders import FixtureSpec, make_idrid
+    from core.config import config_from_dict
+    from core.infer.predictor import Predictor
+    from core.run.weights import read_weights
+    from core.train.trainer import Trainer
+
+    root = make_idrid(tmp_path / "data", FixtureSpec(seg={"train": 6, "test": 2}, grading={"train": 12, "test": 4}))
+    config = config_from_dict({
+        "name": "lesion-gate", "data": {"source": "folder", "roots": [str(root)], "image_size": 64,
+                                        "cache_dir": str(tmp_path / "cache")},
+        "model": {"decoder_channels": [16, 16, 8, 8], "gate_hidden": 8, "pooling": "multiscale",
+                  "gate_input": "lesions", "gate_target": "referable"},
+        "train": {"epochs": 1, "batch_size": 4, "max_steps": 2, "gate_sensitivity": 0.9},
+    })
+    Trainer(config, tmp_path / "run", progress_bar=False).fit()
+    tensors, _ = read_weights(tmp_path / "run" / "weights" / "best.safetensors")
+    assert any(name.startswith("coarse.") for name in tensors)
+    saved = yaml.safe_load((tmp_path / "run" / "config.yaml").read_text())
+    assert saved["infer"]["gate_threshold"] is None
+    assert not (tmp_path / "run" / "weights" / "operating_point.json").exists()
+    console = (tmp_path / "run" / "train.log").read_text()
+    assert "gate threshold left at 0.5: the val split of run run needs referable and non-referable" in console
+    log = [json.loads(line) for line in (tmp_path / "run" / "log.jsonl").read_text().splitlines()]
+    assert any("coarse" in line for line in log)  # the head learned from the masks
+    Predictor.from_run(tmp_path / "run").predict(next(root.rglob("*.jpg")))
