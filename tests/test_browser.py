@@ -51,6 +51,40 @@ def _fundus_photographs() -> list[Path]:
     return synthetic
 
 
+def _routes(run: Path, photographs: list[Path]) -> dict[str, Path]:
+    """One photograph per route the run's own gate gives, among ``photographs`` (first found of each), so the
+    browser can be asked to show a route the model really takes, for each route it takes."""
+    from core.infer.predictor import Predictor
+
+    predictor = Predictor.from_run(run)
+    routes: dict[str, Path] = {}
+    for photograph in photographs:
+        p_segmentation = float(predictor.gate_probs(photograph)[0])
+        routes.setdefault("segmentation" if p_segmentation >= predictor.gate_threshold else "classification",
+                          photograph)
+        if len(routes) == 2:
+            break
+    return routes
+
+
+def _route_candidates() -> list[Path]:
+    """Photographs of both kinds: real ones with masks (mostly referable) and graded grade-0 ones when the real
+    files are here, else the synthetic data's photographs of both halves."""
+    grading = REAL_IDRID.parent / "idrid-grading"
+    if (REAL_IDRID / "A. Segmentation").is_dir() and grading.is_dir():
+        import csv
+
+        labels = next(grading.rglob("*Training Labels.csv"), None)
+        healthy = []
+        if labels is not None:
+            with labels.open(newline="") as stream:
+                healthy = [row["Image name"] for row in csv.DictReader(stream)
+                           if row.get("Retinopathy grade", "").strip() == "0"][:12]
+        images = {p.stem: p for p in grading.rglob("*.jpg")}
+        return _fundus_photographs() + [images[name] for name in healthy if name in images]
+    return sorted((ROOT / "data" / "synthetic").rglob("*.jpg"))[:40]
+
+
 def _scroll_to_top(locator) -> None:
     """Bring an element to the top of the view, so a screenshot shows what follows it."""
     locator.first.evaluate("element => element.scrollIntoView({block: 'start'})")
@@ -144,6 +178,26 @@ def test_every_page_in_chromium(tmp_path: Path) -> None:
                 if real_model:  # a real photograph, predicted by the model trained on real ones
                     assert "run idrid (real IDRiD photographs: 54 with lesion masks" in body, body[-2000:]
                     timings["predict_model"] = "idrid"
+                # The route shown is the run's own gate's, and a photograph it sends to classification never
+                # enters the lesion decoder: no overlay, no lesion table, and the page says so
+                model_run = root / ("idrid" if real_model else "demo")
+                routes = _routes(model_run, _route_candidates())
+                timings["routes_found"] = sorted(routes)
+                expected = _routes(model_run, [photographs[0]])
+                assert f"Gate: {next(iter(expected))} with confidence" in body, body[:1500]
+                assert "classification" in routes, f"the gate of {model_run.name} sent every candidate to segmentation"
+                if "classification" in routes:
+                    second = browser.new_page(viewport=VIEWPORT)
+                    second.goto(f"{url}/predict")
+                    _upload_and_time(second, routes["classification"])
+                    _idle(second)
+                    text = second.locator(MAIN).inner_text()
+                    assert "Gate: classification with confidence" in text and "experts run: classification." in text
+                    assert "The lesion decoder did not run." in text
+                    assert "Predicted lesions at threshold" not in text and "Lesions found" not in text
+                    second.close()
+                if "segmentation" in routes and "segmentation" in expected:
+                    assert "Predicted lesions at threshold" in body and "The lesion decoder did not run." not in body
                 page.get_by_text("Run both heads").click()
                 page.get_by_text("DME from the masks", exact=True).wait_for(timeout=60_000)
                 _idle(page)

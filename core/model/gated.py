@@ -24,7 +24,7 @@ from torch import nn
 from core.model.backbone import Backbone
 from core.model.coarse import CoarseLesionHead, lesion_summary, summary_width
 from core.model.decoder import UnetDecoder
-from core.model.gate import Gate
+from core.model.gate import Gate, RunningStandardize
 from core.model.heads import ClassificationHead
 from core.vocabulary import (CLASSIFICATION, FORWARD_ROUTES, NUM_DME_RISKS, NUM_DR_GRADES, NUM_LESIONS, NUM_TASKS,
                              SEGMENTATION, ForwardRoute)
@@ -120,6 +120,7 @@ class GatedMultiTaskModel(nn.Module):
         if gate_input == "lesions":
             self.coarse = CoarseLesionHead(self.backbone.channels, num_lesions)
             evidence = summary_width(num_lesions)
+            self.evidence_norm = RunningStandardize(evidence)  # read by the gate and the classifier alike
             self.gate = Gate(evidence, gate_hidden, dropout, normalize=False)
         else:
             self.gate = Gate(pooled_width, gate_hidden, dropout)
@@ -134,7 +135,7 @@ class GatedMultiTaskModel(nn.Module):
     def num_parameters(self) -> dict[str, int]:
         parts = {"backbone": self.backbone, "gate": self.gate, "decoder": self.decoder, "classifier": self.classifier}
         if self.coarse is not None:
-            parts["coarse"] = self.coarse
+            parts["coarse"] = nn.ModuleList([self.coarse, self.evidence_norm])
         counts = {name: sum(p.numel() for p in part.parameters()) for name, part in parts.items()}
         counts["total"] = sum(counts.values())
         return counts
@@ -155,13 +156,13 @@ class GatedMultiTaskModel(nn.Module):
     def heads_input(self, features: Sequence[torch.Tensor]) -> tuple[torch.Tensor, torch.Tensor | None,
                                                                        torch.Tensor | None]:
         """(pooled features, coarse lesion summary or None, coarse lesion logits or None): what the gate and the
-        classifier read. The summary is detached: the gate and the grade heads learn to read the lesion maps, and
+        classifier read. The summary is standardised by its running statistics (``RunningStandardize``) and detached: the gate and the grade heads learn to read the lesion maps, and
         the maps learn only from masks, so 300 grades cannot bend them into a shortcut (the pooled gate's failure)."""
         pooled = pool(features, self.pooling)
         if self.coarse is None:
             return pooled, None, None
         coarse = self.coarse(features)
-        return pooled, lesion_summary(coarse.detach()), coarse
+        return pooled, self.evidence_norm(lesion_summary(coarse.detach())), coarse
 
     def gate_logits(self, features: Sequence[torch.Tensor]) -> torch.Tensor:
         """The gate alone on the backbone's features: no expert runs."""

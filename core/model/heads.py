@@ -16,9 +16,9 @@ from core.vocabulary import NUM_DME_RISKS, NUM_DR_GRADES  # ICDR 0-4, IDRiD 0-2
 class ClassificationHead(nn.Module):
     """pooled (n, C) [+ lesion summary (n, E)] -> (dr_logits (n, 5), dme_logits (n, 3)).
 
-    ``evidence > 0`` adds a linear term on the coarse lesion summary (core/model/coarse.py), kept out of the
-    LayerNorm of the pooled features: its few numbers on a fixed [0, 1] scale would be drowned among 1,200
-    normalised features, and lesion load is what the grades are defined by.
+    ``evidence > 0`` adds a linear term on the standardised coarse lesion summary (core/model/coarse.py), kept out
+    of the LayerNorm of the pooled features: its 20 numbers would be drowned among 1,200 normalised features, and
+    lesion load is what the grades are defined by.
     """
 
     def __init__(self, in_channels: int, dropout: float = 0.1, num_dr: int = NUM_DR_GRADES,

@@ -10,6 +10,7 @@ the Predictor, ``evaluate``, ``predict`` and the app read, and explained in ``we
 from __future__ import annotations
 
 import json
+import math
 from pathlib import Path
 from typing import Any
 
@@ -48,7 +49,8 @@ def choose_gate_threshold(run_dir: RunDir | Path | str, split: str = "val", sens
         raise DataError(f"the {split} split of run {run.name} needs referable and non-referable photographs to choose "
                         f"a threshold ({sum(truth)} of {len(truth)} referable)")
     scores = gate_scores(predictor, [s for s, _ in known], progress)
-    threshold = round(threshold_for_sensitivity(truth, scores, sensitivity), 4)
+    # four decimals, rounded down: rounding up could leave out the positive the threshold was set at
+    threshold = math.floor(threshold_for_sensitivity(truth, scores, sensitivity) * 1e4) / 1e4
     report = {"split": split, "weights": weights, "wanted_sensitivity": sensitivity, "threshold": threshold,
               **{k: v for k, v in binary_report(truth, scores, threshold).items() if k != "threshold"},
               "spared_decoder": float(np.mean(scores < threshold))}
