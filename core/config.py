@@ -39,6 +39,10 @@ class DataConfig:
     synthetic: SynthConfig = field(default_factory=SynthConfig)
     val_fraction: float = 0.2
     split_seed: int = 0
+    # Grouped k-fold cross-validation (``train --folds K --fold I``): validation is fold I of K folds of the official
+    # training halves, stratified as the split is (a photograph and its copies in one fold); 0 uses val_fraction.
+    folds: int = 0
+    fold: int = 0
     image_size: int = 512  # square canvas side in pixels
     clahe: Literal["none", "luminance", "green", "luminance+green"] = "luminance"
     augment: Literal["none", "light", "standard"] = "standard"
@@ -255,6 +259,9 @@ def validate(config: Config) -> Config:
          f"data.image_size must be a multiple of 32 and at least 32 (ConvNeXt downsamples 32x), "
          f"not {config.data.image_size}"),
         (0 <= config.data.val_fraction < 1, "data.val_fraction must be in [0, 1)"),
+        (config.data.folds == 0 or config.data.folds >= 2, f"data.folds must be 0 or at least 2, not {config.data.folds}"),
+        (config.data.folds == 0 or 0 <= config.data.fold < config.data.folds,
+         f"data.fold must lie in 0..{config.data.folds - 1} for {config.data.folds} folds, not {config.data.fold}"),
         (config.data.workers >= 0, "data.workers must be >= 0"),
         (config.data.crop_scale == 0 or config.data.crop_scale >= 1,
          f"data.crop_scale must be 0 (whole images only) or at least 1, not {config.data.crop_scale}"),

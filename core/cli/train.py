@@ -5,6 +5,8 @@ from __future__ import annotations
 import argparse
 from pathlib import Path
 
+from core.errors import StudioError
+
 
 def register(subparsers: argparse._SubParsersAction) -> None:
     parser = subparsers.add_parser(
@@ -19,6 +21,8 @@ def register(subparsers: argparse._SubParsersAction) -> None:
     parser.add_argument("--out", type=Path, help="run folder (default: checkpoints/<name from the config>)")
     parser.add_argument("--resume", action="store_true", help="continue the run in --out from its saved state")
     parser.add_argument("--overwrite", action="store_true", help="replace a finished run in --out")
+    parser.add_argument("--folds", type=int, help="grouped k-fold cross-validation: the number of folds K")
+    parser.add_argument("--fold", type=int, help="with --folds: the fold I (0..K-1) that is the validation split")
     parser.add_argument("overrides", nargs="*", metavar="key=value", help="config overrides")
     parser.set_defaults(func=run)
 
@@ -28,5 +32,10 @@ def run(args: argparse.Namespace) -> int:
 
     if args.config is None and not args.resume:
         print("no --config given: training with the built-in defaults (synthetic data)")
-    train_from_files(args.config, args.overrides, args.out, args.resume, args.overwrite)
+    overrides = list(args.overrides)
+    if args.folds is not None:
+        overrides += [f"data.folds={args.folds}", f"data.fold={args.fold or 0}"]
+    elif args.fold is not None:
+        raise StudioError("--fold needs --folds K")
+    train_from_files(args.config, overrides, args.out, args.resume, args.overwrite)
     return 0

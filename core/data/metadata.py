@@ -104,6 +104,29 @@ def stratified_split(
     return chosen
 
 
+def stratified_folds(units: Sequence[Hashable], strata: Sequence[Hashable], folds: int, seed: int) -> dict[Hashable, int]:
+    """Each unit's fold (0 .. folds-1), stratum by stratum: members shuffled by the seed and dealt round-robin,
+    each stratum starting where the previous one stopped, so fold sizes differ by at most one and every stratum is
+    spread evenly. Units stay whole (a photograph with its copies), as in ``stratified_split``; scikit-learn's
+    StratifiedGroupKFold would do it too but refuses a stratum with fewer members than folds, which rare grades and
+    small synthetic sets give."""
+    if folds < 2:
+        raise DataError(f"cross-validation needs at least 2 folds, not {folds}")
+    rng = random.Random(seed)
+    groups: dict[Hashable, list[Hashable]] = defaultdict(list)
+    for unit, stratum in zip(units, strata, strict=True):
+        groups[stratum].append(unit)
+    assigned: dict[Hashable, int] = {}
+    position = 0
+    for key in sorted(groups, key=str):
+        members = sorted(groups[key], key=str)
+        rng.shuffle(members)
+        for member in members:
+            assigned[member] = position % folds
+            position += 1
+    return assigned
+
+
 # --- building --------------------------------------------------------------------------------------------------
 
 def _relative(path: Path, root: Path) -> str:
@@ -228,7 +251,7 @@ def _summary(entries: list[dict[str, Any]], index: IdridIndex) -> dict[str, Any]
 
 
 def build_metadata(index: IdridIndex, val_fraction: float = 0.2, seed: int = 0, drop_conflicting: bool = False,
-                   progress: bool = False) -> dict[str, Any]:
+                   progress: bool = False, folds: int = 0, fold: int = 0) -> dict[str, Any]:
     """The metadata document for ``index``: one sample per photograph, val carved from each official training half,
     seeded and stratified (soft-exudate presence, the rarest lesion, and grades or not for photographs with masks;
     DR grade for the others), a photograph and its copies always on one side."""
@@ -239,11 +262,19 @@ def build_metadata(index: IdridIndex, val_fraction: float = 0.2, seed: int = 0, 
     # Photographs with masks by soft-exudate presence and by whether they also carry grades, so that validation
     # holds segmentation-only photographs too and the gate is measured on every kind of sample.
     seg_strata = [(p.seg[0].masks["SE"] is not None, bool(p.cls)) for p in train_seg]
-    val_keys = stratified_split([p.key for p in train_seg], seg_strata, val_fraction, seed)
-    graded = [(p.cls[0].dr_grade, p.key in val_keys) for p in train_seg if p.cls]
-    decided = {g: (sum(v for h, v in graded if h == g), sum(h == g for h, _ in graded)) for g, _ in graded}
-    val_keys |= stratified_split([p.key for p in train_cls], [p.cls[0].dr_grade for p in train_cls], val_fraction,
-                                 seed, decided=decided)
+    if folds:  # grouped k-fold cross-validation: validation is fold ``fold``, on the same strata
+        if not 0 <= fold < folds:
+            raise DataError(f"fold {fold} does not exist: --fold must lie in 0..{folds - 1}")
+        assigned = stratified_folds([p.key for p in train_seg], seg_strata, folds, seed)
+        assigned.update(stratified_folds([p.key for p in train_cls], [p.cls[0].dr_grade for p in train_cls], folds,
+                                         seed))
+        val_keys = {key for key, index in assigned.items() if index == fold}
+    else:
+        val_keys = stratified_split([p.key for p in train_seg], seg_strata, val_fraction, seed)
+        graded = [(p.cls[0].dr_grade, p.key in val_keys) for p in train_seg if p.cls]
+        decided = {g: (sum(v for h, v in graded if h == g), sum(h == g for h, _ in graded)) for g, _ in graded}
+        val_keys |= stratified_split([p.key for p in train_cls], [p.cls[0].dr_grade for p in train_cls],
+                                     val_fraction, seed, decided=decided)
 
     def split_of(photograph: _Photograph) -> str:
         if photograph.official_split == "test":
@@ -270,6 +301,7 @@ def build_metadata(index: IdridIndex, val_fraction: float = 0.2, seed: int = 0, 
         "tasks": list(TASKS),
         "seed": seed,
         "val_fraction": val_fraction,
+        **({"folds": folds, "fold": fold} if folds else {}),
         "drop_conflicting": drop_conflicting,
         "samples": entries,
         "summary": summary,

@@ -101,7 +101,8 @@ def _resolve(config: DataConfig, progress: bool) -> Metadata:
         strict = config.strict
     index = read_idrid(roots, strict=strict)
     document = build_metadata(index, val_fraction=config.val_fraction, seed=config.split_seed,
-                              drop_conflicting=config.drop_conflicting, progress=progress)
+                              drop_conflicting=config.drop_conflicting, progress=progress,
+                              folds=config.folds, fold=config.fold)
     return parse_metadata(document, where=f"dataset {', '.join(map(str, roots))}")
 
 
