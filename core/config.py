@@ -76,6 +76,9 @@ class ModelConfig:
     # what the gate reads (core.model.gated): the pooled backbone features, or the summary of a coarse lesion head
     # at stride 16 trained on the masks (core.model.coarse), which the classifier then reads too
     gate_input: Literal["pooled", "lesions"] = "pooled"
+    # with gate_input: lesions, let the gate's and the grade heads' gradient train the coarse head too (never the
+    # backbone); false: the head learns from masks alone
+    gate_trains_coarse: bool = False
 
 
 @dataclass
@@ -129,6 +132,10 @@ class InferConfig:
     # classification elsewhere. None: the larger probability (0.5). Chosen on the validation split for a target
     # sensitivity after training (train.gate_sensitivity; core.train.operating_point) for a referable gate.
     gate_threshold: float | None = None
+    # "gate": each photograph goes where the gate sends it (the decoder only runs where it must); "both": every
+    # photograph gets both experts, for a run whose gate is not good enough to decide (checkpoints/idrid: its gate
+    # learned the annotation history, not the picture). "Run both heads" and --both give both either way.
+    route: Literal["gate", "both"] = "gate"
 
 
 @dataclass

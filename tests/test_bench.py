@@ -103,12 +103,14 @@ def test_quick_benchmark_runs_end_to_end(tmp_path: Path) -> None:
     record = json.loads(out.read_text())
     assert record["machine"]["device"] == "cpu" and record["machine"]["torch_threads"] >= 1
     names = [r["name"] for r in record["results"]]
-    for prefix in ("routing:", "sharing:", "data:", "inference:", "compute:", "memory:"):
+    for prefix in ("routing:", "sharing:", "data:", "inference:", "gate:", "compute:", "memory:"):
         assert any(n.startswith(prefix) for n in names), f"no {prefix} figure in {names}"
     targeted = [r["name"].split(":")[0] for r in record["results"] if r["target"]]
-    # routing, sharing, data (the cached loader against the step), inference (one photograph, a folder), compute;
-    # memory has no target
-    assert sorted(targeted) == ["compute", "data", "inference", "inference", "routing", "sharing"], targeted
+    # routing, sharing, data (the cached loader against the step), inference (one photograph, a folder), the
+    # shipped gate (routed against both experts), compute; memory has no target
+    assert sorted(targeted) == ["compute", "data", "gate", "inference", "inference", "routing", "sharing"], targeted
+    share = next(r for r in record["results"] if r["name"] == "gate: share sent to the lesion decoder")
+    assert 0 <= share["value"] <= 1
     compute = next(r for r in record["results"] if r["name"].startswith("compute:"))
     kernels = [r for r in record["results"] if r["name"].startswith("kernel: ")]
     assert len(kernels) >= 3 and sum(r["detail"] == "the limit" for r in kernels) == 1

@@ -67,24 +67,6 @@ def _routes(run: Path, photographs: list[Path]) -> dict[str, Path]:
     return routes
 
 
-def _route_candidates() -> list[Path]:
-    """Photographs of both kinds: real ones with masks (mostly referable) and graded grade-0 ones when the real
-    files are here, else the synthetic data's photographs of both halves."""
-    grading = REAL_IDRID.parent / "idrid-grading"
-    if (REAL_IDRID / "A. Segmentation").is_dir() and grading.is_dir():
-        import csv
-
-        labels = next(grading.rglob("*Training Labels.csv"), None)
-        healthy = []
-        if labels is not None:
-            with labels.open(newline="") as stream:
-                healthy = [row["Image name"] for row in csv.DictReader(stream)
-                           if row.get("Retinopathy grade", "").strip() == "0"][:12]
-        images = {p.stem: p for p in grading.rglob("*.jpg")}
-        return _fundus_photographs() + [images[name] for name in healthy if name in images]
-    return sorted((ROOT / "data" / "synthetic").rglob("*.jpg"))[:40]
-
-
 def _scroll_to_top(locator) -> None:
     """Bring an element to the top of the view, so a screenshot shows what follows it."""
     locator.first.evaluate("element => element.scrollIntoView({block: 'start'})")
@@ -178,26 +160,30 @@ def test_every_page_in_chromium(tmp_path: Path) -> None:
                 if real_model:  # a real photograph, predicted by the model trained on real ones
                     assert "run idrid (real IDRiD photographs: 54 with lesion masks" in body, body[-2000:]
                     timings["predict_model"] = "idrid"
-                # The route shown is the run's own gate's, and a photograph it sends to classification never
-                # enters the lesion decoder: no overlay, no lesion table, and the page says so
+                # The route shown is the run's own gate's, for this real photograph; checkpoints/idrid serves both
+                # experts to every photograph (infer.route: both) and says so
                 model_run = root / ("idrid" if real_model else "demo")
-                routes = _routes(model_run, _route_candidates())
-                timings["routes_found"] = sorted(routes)
-                expected = _routes(model_run, [photographs[0]])
-                assert f"Gate: {next(iter(expected))} with confidence" in body, body[:1500]
-                assert "classification" in routes, f"the gate of {model_run.name} sent every candidate to segmentation"
-                if "classification" in routes:
-                    second = browser.new_page(viewport=VIEWPORT)
-                    second.goto(f"{url}/predict")
-                    _upload_and_time(second, routes["classification"])
+                expected = next(iter(_routes(model_run, [photographs[0]])))
+                assert f"Gate: {expected} with confidence" in body, body[:1500]
+                if real_model:
+                    assert "serves both experts to every photograph" in body
+                # A photograph the demo's gate sends to classification never enters the lesion decoder: no
+                # overlay, no lesion table, and the page says so
+                routes = _routes(root / "demo", sorted((ROOT / "data" / "synthetic").rglob("*.jpg"))[:40])
+                timings["demo_routes_found"] = sorted(routes)
+                assert "classification" in routes, "the demo's gate sent every candidate to segmentation"
+                second = browser.new_page(viewport=VIEWPORT)
+                second.goto(f"{url}/predict")
+                if real_model:
+                    second.get_by_role("button", name="Synthetic demo (demo)").click()
                     _idle(second)
-                    text = second.locator(MAIN).inner_text()
-                    assert "Gate: classification with confidence" in text and "experts run: classification." in text
-                    assert "The lesion decoder did not run." in text
-                    assert "Predicted lesions at threshold" not in text and "Lesions found" not in text
-                    second.close()
-                if "segmentation" in routes and "segmentation" in expected:
-                    assert "Predicted lesions at threshold" in body and "The lesion decoder did not run." not in body
+                _upload_and_time(second, routes["classification"])
+                _idle(second)
+                text = second.locator(MAIN).inner_text()
+                assert "Gate: classification with confidence" in text and "experts run: classification." in text
+                assert "The lesion decoder did not run." in text, text[:1500]
+                assert "Predicted lesions at threshold" not in text and "Lesions found" not in text
+                second.close()
                 page.get_by_text("Run both heads").click()
                 page.get_by_text("DME from the masks", exact=True).wait_for(timeout=60_000)
                 _idle(page)

@@ -191,3 +191,37 @@ def test_training_a_lesion_gate_saves_its_head_and_says_why_it_kept_the_threshol
     log = [json.loads(line) for line in (tmp_path / "run" / "log.jsonl").read_text().splitlines()]
     assert any("coarse" in line for line in log)  # the head learned from the masks
     Predictor.from_run(tmp_path / "run").predict(next(root.rglob("*.jpg")))
+
+
+@pytest.mark.parametrize("trains", [False, True])
+def test_the_gate_never_bends_the_backbone_and_trains_the_coarse_head_only_when_asked(trains: bool) -> None:
+    torch.manual_seed(0)
+    model = GatedMultiTaskModel("convnext_atto", decoder_channels=(16, 16, 8, 8), gate_hidden=8, pooling="multiscale",
+                                gate_input="lesions", gate_trains_coarse=trains)
+    output = model(torch.randn(2, 3, 64, 64), route="both")
+    output.gate_logits.sum().backward()  # the gate's loss alone
+    reached = lambda module: any(p.grad is not None and bool(p.grad.abs().sum() > 0) for p in module.parameters())
+    assert not reached(model.backbone)
+    assert reached(model.coarse) == trains
+    assert reached(model.gate)
+
+
+def test_a_run_that_serves_both_experts_says_so_everywhere(tiny_run: Path) -> None:
+    """infer.route: both (checkpoints/idrid, whose gate cannot decide): both experts on every photograph in the
+    Predictor, evaluation's routing figures and the page's gate sentence, whatever the gate says."""
+    from core.evaluate.runner import evaluate_run
+    from core.infer.predictor import Predictor
+    from core.views.upload import gate_sentence
+
+    config = yaml.safe_load((tiny_run / "config.yaml").read_text())
+    config.setdefault("infer", {}).update(route="both", gate_threshold=0.999999)  # the gate alone: classification
+    (tiny_run / "config.yaml").write_text(yaml.safe_dump(config))
+    predictor = Predictor.from_run(tiny_run)
+    image = next((tiny_run.parent).rglob("*.jpg"), None) or next(Path(config["data"]["roots"][0]).rglob("*.jpg"))
+    prediction = predictor.predict(image)
+    assert prediction.ran == ("segmentation", "classification") and prediction.served_both
+    assert prediction.task == "classification"  # what the gate said, shown beside what ran
+    assert "serves both experts to every photograph" in gate_sentence(prediction)
+    summary = evaluate_run(tiny_run, "test", progress=False)
+    assert summary.routing["route"] == "both" and summary.routing["to_decoder"] == summary.n
+    assert summary.routing["graded_only_spared"] == 0

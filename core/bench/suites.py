@@ -300,15 +300,15 @@ def folder_prediction(predictor, count: int, shared: Path | None, scratch: Path)
 
 def _gate_photographs(plan: Plan, scratch: Path) -> tuple[Path, list[Path], str]:
     """The shipped run whose gate routes, and the photographs it routes: checkpoints/idrid on its own validation
-    split of the real files (both halves) when they are here, else checkpoints/demo on full-size synthetic
-    photographs of both kinds."""
+    split of the real files (both halves) when they are here and it routes by its gate (``infer.route: gate``), else
+    checkpoints/demo on full-size synthetic photographs of both kinds."""
     from core.config import load_config
     from core.errors import DataError
     from core.evaluate.runner import run_metadata
     from core.run.folder import RunDir
 
     idrid = RunDir(ROOT / "checkpoints" / "idrid")
-    if idrid.config.exists():
+    if idrid.config.exists() and load_config(idrid.config).infer.route == "gate":  # a run that serves both: no routing
         try:
             samples = run_metadata(idrid, load_config(idrid.config).data, None, progress=False).split("val")
             source = f"the validation split of {idrid.name} (real IDRiD photographs, both halves)"

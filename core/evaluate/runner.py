@@ -167,6 +167,7 @@ def evaluate_run(run_dir: RunDir | Path | str, split: str = "test", data: Path |
     out = run.eval_dir(split)
     accumulator = SegmentationAccumulator(LESIONS)
     rows = _Rows(predictor.only_task, config.model.gate_target, predictor.gate_threshold)
+    serves_both = predictor.default_route() == "both"  # infer.route: both: every photograph gets both experts
     masks: dict[Path, bytes] = {}
     resolution = "original image size" if full_res else f"model canvas {config.data.image_size} px"
     if full_res and predictor.tiles_lesions:
@@ -194,7 +195,7 @@ def evaluate_run(run_dir: RunDir | Path | str, split: str = "test", data: Path |
                 masks[mask_file(out, sample.id, code)] = _png(seg[row][channel])
             # the grades the product serves: lesion evidence where the gate sends the photograph to the decoder
             # (when the run has a lesion grader), the classification expert where it sends it there
-            segmented = rows.chosen(result.gate_probs[row]) == 0
+            segmented = serves_both or rows.chosen(result.gate_probs[row]) == 0
             served = ((dr[row], dme[row], result.grades_from[row]) if segmented
                       else (head_dr[row], head_dme[row], GRADES_FROM_HEADS))
             rows.add(sample, result.gate_probs[row], served, (dr[row], dme[row]), dice)
@@ -265,10 +266,12 @@ def _routing(rows: _Rows, samples, predictor: Predictor) -> dict[str, Any] | Non
     if rows.only_task:
         return None
     table = rows.rows
-    to_decoder = [r["route"] == "segmentation" for r in table]
+    serves_both = predictor.default_route() == "both"
+    to_decoder = [serves_both or r["route"] == "segmentation" for r in table]
     graded_only = [r for r in table if r["task"] == "classification"]
-    spared = [r["route"] == "classification" for r in graded_only]
+    spared = [not serves_both and r["route"] == "classification" for r in graded_only]
     out: dict[str, Any] = {
+        "route": "both" if serves_both else "gate",
         "threshold": rows.threshold, "n": len(table), "to_decoder": int(sum(to_decoder)),
         "share_to_decoder": float(np.mean(to_decoder)) if table else None,
         "graded_only": len(graded_only), "graded_only_spared": int(sum(spared)),

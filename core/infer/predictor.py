@@ -108,6 +108,7 @@ class Prediction:
     grades_from: str | None = None  # GRADES_FROM_LESIONS or GRADES_FROM_HEADS; None when no grade was made
     gate_threshold: float = 0.5  # the run's operating point on p(segmentation)
     gate_target: str = "task"  # what the gate learned to decide (core.data.targets)
+    served_both: bool = False  # both experts ran because the run says so (infer.route: both), not on request
 
     @property
     def referable_probability(self) -> float | None:
@@ -328,12 +329,14 @@ class Predictor:
         return logits.float().softmax(1).cpu().numpy()
 
     def default_route(self, both: bool = False) -> str:
-        """``both`` when asked, ``oracle`` to the one expert of a one-task run (its gate never learned), else the
-        gate's choice at the run's operating point: a photograph it sends to classification never enters the
-        decoder, and its grades come from the classification expert."""
+        """``both`` when asked or when the run says so (``infer.route: both``), ``oracle`` to the one expert of a
+        one-task run (its gate never learned), else the gate's choice at the run's operating point: a photograph it
+        sends to classification never enters the decoder, and its grades come from the classification expert."""
         if both:
             return "both"
-        return "oracle" if self.only_task is not None else "gate"
+        if self.only_task is not None:
+            return "oracle"
+        return "both" if self.config.infer.route == "both" else "gate"
 
     @torch.no_grad()
     def infer(self, images: torch.Tensor, route: str = "both", grades: bool = True) -> CanvasOutput:
@@ -414,6 +417,7 @@ class Predictor:
             warnings=item.warnings, seg_probs=result.seg_probs[row], dr_probs=result.dr_probs[row],
             dme_probs=result.dme_probs[row], grades_from=result.grades_from[row] if result.grades_from else None,
             gate_threshold=self.gate_threshold, gate_target=self.config.model.gate_target,
+            served_both=self.config.infer.route == "both" and self.only_task is None,
         )
         if prediction.seg_probs is not None and self.tiles_lesions:
             prediction.seg_probs = self._tiled_on_canvas(item.decoded, prediction.seg_probs)

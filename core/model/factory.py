@@ -27,6 +27,7 @@ def build_model(config: ModelConfig, load_pretrained: bool = True) -> GatedMulti
         drop_path_rate=config.drop_path_rate,
         pooling=config.pooling,
         gate_input=config.gate_input,
+        gate_trains_coarse=config.gate_trains_coarse,
     )
 
 

@@ -98,6 +98,7 @@ class GatedMultiTaskModel(nn.Module):
         drop_path_rate: float = 0.0,
         pooling: str = "avg",
         gate_input: str = "pooled",
+        gate_trains_coarse: bool = False,
         num_lesions: int = NUM_LESIONS,
         num_dr: int = NUM_DR_GRADES,
         num_dme: int = NUM_DME_RISKS,
@@ -106,7 +107,8 @@ class GatedMultiTaskModel(nn.Module):
         # Everything needed to rebuild the architecture (not the weights) from a checkpoint's config.
         self.hparams = dict(backbone=backbone, decoder_channels=tuple(decoder_channels), stem_channels=stem_channels,
                             full_channels=full_channels, gate_hidden=gate_hidden, dropout=dropout,
-                            drop_path_rate=drop_path_rate, pooling=pooling, gate_input=gate_input, num_lesions=num_lesions, num_dr=num_dr, num_dme=num_dme)
+                            drop_path_rate=drop_path_rate, pooling=pooling, gate_input=gate_input,
+                            gate_trains_coarse=gate_trains_coarse, num_lesions=num_lesions, num_dr=num_dr, num_dme=num_dme)
         self.backbone = Backbone(backbone, pretrained_weights, drop_path_rate)
         if pooling not in POOLINGS:
             raise ValueError(f"pooling must be one of {', '.join(POOLINGS)}, got {pooling!r}")
@@ -114,6 +116,7 @@ class GatedMultiTaskModel(nn.Module):
         if gate_input not in GATE_INPUTS:
             raise ValueError(f"gate_input must be one of {', '.join(GATE_INPUTS)}, got {gate_input!r}")
         self.gate_input = gate_input
+        self.gate_trains_coarse = gate_trains_coarse
         pooled_width = self.backbone.channels[-1] if pooling == "avg" else 2 * sum(self.backbone.channels)
         self.coarse: CoarseLesionHead | None = None
         evidence = 0
@@ -162,7 +165,14 @@ class GatedMultiTaskModel(nn.Module):
         if self.coarse is None:
             return pooled, None, None
         coarse = self.coarse(features)
-        return pooled, self.evidence_norm(lesion_summary(coarse.detach())), coarse
+        if self.gate_trains_coarse and torch.is_grad_enabled():
+            # the gate's and the grade heads' gradient reaches the coarse head, never the backbone: the head's maps
+            # then also learn from every graded photograph which lesions make an eye referable (multiple-instance
+            # learning through the maximum and top-1% statistics), on features the graded photographs cannot bend
+            read = self.coarse([f.detach() for f in features])
+        else:
+            read = coarse.detach()
+        return pooled, self.evidence_norm(lesion_summary(read)), coarse
 
     def gate_logits(self, features: Sequence[torch.Tensor]) -> torch.Tensor:
         """The gate alone on the backbone's features: no expert runs."""

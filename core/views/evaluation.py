@@ -91,8 +91,10 @@ def challenge_rows(evaluation: Evaluation) -> list[dict[str, str]]:
     routed = s.routing or {}
     if routed.get("share_to_decoder") is not None:
         rows.append({"measure": "Sent to the lesion decoder", "value": _fmt(routed["share_to_decoder"], True),
-                     "what": f"{routed['to_decoder']} of {routed['n']} photographs at the operating point "
-                             f"{routed['threshold']:g} on p(segmentation)"})
+                     "what": f"{routed['to_decoder']} of {routed['n']} photographs "
+                             + ("(the run serves both experts to every photograph: infer.route both)"
+                                if routed.get("route") == "both" else
+                                f"at the operating point {routed['threshold']:g} on p(segmentation)")})
     if routed.get("share_graded_only_spared") is not None:
         rows.append({"measure": "Graded-only photographs spared the decoder",
                      "value": _fmt(routed["share_graded_only_spared"], True),

@@ -174,6 +174,9 @@ def gate_sentence(prediction) -> str:
     point = (f"; segmentation at {prediction.gate_threshold:.0%} and above" if prediction.gate_threshold != 0.5
              else "")
     skipped = "" if "segmentation" in prediction.ran else " The lesion decoder did not run."
+    if prediction.served_both:
+        skipped = (" This run serves both experts to every photograph (infer.route: both): its gate is not good "
+                   "enough to decide.")
     return (f"Gate: **{prediction.task}** with confidence **{prediction.confidence:.1%}** (segmentation "
             f"{prediction.gate_probs[0]:.1%}, classification {prediction.gate_probs[1]:.1%}{point}); experts run: "
             f"{ran}.{skipped}")
