@@ -246,6 +246,7 @@ def test_predict_with_a_lesion_grader_says_the_grades_are_the_graders(tmp_path: 
     at = start("predict")
     assert at.selectbox(key="run_choice").value == "graded"
     jpeg = encode(photograph(1024, 680), "JPEG", quality=90)
+    at.toggle(key="both").set_value(True).run()  # the lesion grader grades where the segmentation expert runs
     at.file_uploader(key="uploads").set_value([("first.jpg", jpeg, "image/jpeg")]).run()
     assert not at.exception and not errors(at), errors(at)
     assert {m.label for m in at.metric} == {"DME from the masks", "DME risk (lesion grader)"}

@@ -118,8 +118,8 @@ def test_quick_benchmark_runs_end_to_end(tmp_path: Path) -> None:
     assert limit["value"] == max(r["value"] for r in kernels)
     assert limit["name"].removeprefix("kernel: ").rsplit(" ", 1)[0] in compute["detail"]  # names what set it
     assert any(r["name"] == "data: raw loading / training step" for r in record["results"])
-    for row in record["results"]:
-        assert math.isfinite(row["value"]) and row["value"] > 0, row
+    for row in record["results"]:  # a share may be 0 (a gate that sends every photograph to classification)
+        assert math.isfinite(row["value"]) and (row["value"] > 0 or row["name"] == share["name"]), row
         assert (row["met"] is None) == (row["target"] is None), row
     assert "| routing: routed step / both-heads step |" in result.stdout
 

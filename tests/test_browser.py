@@ -175,7 +175,7 @@ def test_every_page_in_chromium(tmp_path: Path) -> None:
                 second = browser.new_page(viewport=VIEWPORT)
                 second.goto(f"{url}/predict")
                 if real_model:
-                    second.get_by_role("button", name="Synthetic demo (demo)").click()
+                    second.get_by_text("Synthetic demo (demo)", exact=True).first.click()
                     _idle(second)
                 _upload_and_time(second, routes["classification"])
                 _idle(second)

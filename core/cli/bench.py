@@ -1,4 +1,4 @@
-"""``python -m core bench``: routing, sharing, data, inference, compute and memory figures as ratios."""
+"""``python -m core bench``: routing, sharing, data, inference, shipped-gate, compute and memory figures as ratios."""
 
 from __future__ import annotations
 
@@ -22,7 +22,8 @@ def register(subparsers: argparse._SubParsersAction) -> None:
     parser.add_argument("--shared", type=Path, default=None,
                         help="an IDRiD root with full-size segmentation photographs (default: ../shared/idrid)")
     parser.add_argument("--only", nargs="+", default=None,
-                        choices=["routing", "sharing", "data", "inference", "compute", "memory"],
+                        # core.bench.runner.MEASUREMENTS, written out: importing it would load torch for --help
+                        choices=["routing", "sharing", "data", "inference", "gate", "compute", "memory"],
                         help="run only these measurements")
     parser.set_defaults(func=run)
 
