@@ -54,6 +54,9 @@ class DataConfig:
     crop_probability: float = 0.75
     crop_on_lesion: float = 0.8
     samples_per_epoch: int | None = None  # None: the size of the train split
+    # The share of training draws that go to samples with masks (the rest to graded ones, balanced by DR grade);
+    # None: the metadata weights, half each. Lesion maps are what the grades and the gate are read from.
+    segmentation_share: float | None = None
     strict: bool = False
     drop_conflicting: bool = False  # leave out copies of one photograph whose grades disagree (core.data.twins)
     # The labels to train on: one task alone keeps the same split and drops the other task's labels (and the samples
@@ -64,7 +67,10 @@ class DataConfig:
 @dataclass
 class ModelConfig:
     backbone: str = "convnext_atto"
-    pretrained_weights: str | None = None
+    pretrained_weights: str | None = None  # a local timm checkpoint file of the backbone
+    # "imagenet": timm's own ImageNet weights through its hub download (opt-in: the only setting that may reach the
+    # network; offline, the hub cache must hold them). "none": from scratch, unless pretrained_weights names a file.
+    pretrained: Literal["none", "imagenet"] = "none"
     decoder_channels: list[int] = field(default_factory=lambda: [128, 64, 32, 16])
     gate_hidden: int = 64
     dropout: float = 0.1
@@ -92,6 +98,8 @@ class LossConfig:
     dr_class_weights: list[float] | None = None
     dme_class_weights: list[float] | None = None
     coarse_weight: float = 1.0  # the coarse lesion head's BCE + Dice on max-pooled masks (model.gate_input: lesions)
+    # weight the gate's loss so that both routes count equally under the training draws (core.data.sampling)
+    gate_balance: bool = False
 
 
 @dataclass
@@ -270,6 +278,10 @@ def validate(config: Config) -> Config:
         (config.data.folds == 0 or 0 <= config.data.fold < config.data.folds,
          f"data.fold must lie in 0..{config.data.folds - 1} for {config.data.folds} folds, not {config.data.fold}"),
         (config.data.workers >= 0, "data.workers must be >= 0"),
+        (config.model.pretrained == "none" or config.model.pretrained_weights is None,
+         "model.pretrained and model.pretrained_weights both name starting weights: set one of them"),
+        (config.data.segmentation_share is None or 0 < config.data.segmentation_share < 1,
+         f"data.segmentation_share must lie strictly between 0 and 1, not {config.data.segmentation_share}"),
         (config.data.crop_scale == 0 or config.data.crop_scale >= 1,
          f"data.crop_scale must be 0 (whole images only) or at least 1, not {config.data.crop_scale}"),
         (0 <= config.data.crop_probability <= 1 and 0 <= config.data.crop_on_lesion <= 1,

@@ -46,6 +46,7 @@ def test_overrides_do_not_touch_the_input() -> None:
         ({"loss": {"bce_pos_weight": [1, 2]}}, "loss.bce_pos_weight must list 5 values"),
         ({"model": {"decoder_channels": [8, 8]}}, "model.decoder_channels must list 4 widths"),
         ({"train": "fast"}, "train must be a mapping"),
+        ({"data": {"segmentation_share": 1.5}}, "data.segmentation_share must lie strictly between 0 and 1"),
     ],
 )
 def test_bad_values_name_the_key(values: dict, message: str) -> None:
@@ -63,3 +64,16 @@ def test_missing_and_broken_files(tmp_path: Path) -> None:
         load_config(broken)
     with pytest.raises(ConfigError, match="not of the form"):
         load_config(None, ["train.lr"])
+
+
+@pytest.mark.parametrize("path", sorted(Path(__file__).resolve().parents[1].joinpath("configs").glob("*.yaml")),
+                         ids=lambda p: p.name)
+def test_every_shipped_config_loads_and_builds_its_model(path: Path) -> None:
+    """A config users are told to run must at least parse and build (its starting weights aside: the GPU one
+    asks for timm's hub, which a test must not reach)."""
+    from core.model.factory import build_model
+
+    config = load_config(path)
+    assert config.name == path.stem
+    model = build_model(config.model, load_pretrained=False)
+    assert model.backbone.name == config.model.backbone

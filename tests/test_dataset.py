@@ -69,6 +69,28 @@ def test_weighted_sampler_balances_tasks(metadata) -> None:
     assert 0.45 < share < 0.55  # 6 segmentation against 15 grading samples, drawn half and half
 
 
+def test_segmentation_share_sets_the_share_of_draws_with_masks(metadata) -> None:
+    from core.data.sampling import task_share_weights
+
+    train = metadata.split("train")
+    weights = task_share_weights(train, 0.8)
+    assert weights.sum().item() == pytest.approx(1.0)
+    segmented = [s.masks is not None for s in train]
+    assert weights[torch.tensor(segmented)].sum().item() == pytest.approx(0.8)
+    # the graded fifth stays balanced by DR grade, as the metadata weights are
+    by_grade: dict[int, float] = {}
+    for sample, weight in zip(train, weights.tolist()):
+        if sample.dr_grade is not None:
+            by_grade[sample.dr_grade] = by_grade.get(sample.dr_grade, 0.0) + weight
+    assert max(by_grade.values()) == pytest.approx(min(by_grade.values()))
+    draws = list(weighted_sampler(train, num_samples=4000, seed=0, segmentation_share=0.8))
+    assert 0.76 < np.mean([train[i].masks is not None for i in draws]) < 0.84
+    spread = DistributedWeightedSampler(train, 2, 0, num_samples=4000, seed=0, segmentation_share=0.8)
+    assert 0.76 < np.mean([train[i].masks is not None for i in spread]) < 0.84
+    with pytest.raises(ValueError, match="strictly between 0 and 1"):
+        task_share_weights(train, 1.0)
+
+
 def test_torch_distributed_sampler_works_with_the_dataset(metadata) -> None:
     train = metadata.split("train")
     seen = []

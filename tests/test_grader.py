@@ -113,3 +113,26 @@ def test_the_grader_is_fitted_on_the_maps_it_is_applied_to(tiny_run: Path) -> No
     plain.config.infer.tta = "none"
     unflipped = np.stack([lesion_evidence(plain.predict(s.image, both=True).seg_probs) for s in samples])
     assert not np.allclose(unflipped, applied_to, atol=1e-4)  # the flips change the evidence: the check can fail
+
+
+def test_grader_cross_validation_scores_every_graded_photograph_once(tiny_run: Path, capsys) -> None:
+    import json
+
+    from core.__main__ import main
+    from core.train.grader import cross_validate_grader
+
+    report = cross_validate_grader(tiny_run, folds=2, progress=False)
+    assert report["n_scored"] + report["n_fit_only"] == report["n_graded"] >= 4
+    assert [r["fold"] for r in report["per_fold"]] == [0, 1]
+    assert sum(r["n"] for r in report["per_fold"]) == report["n_scored"]  # each scored once, by a grader without it
+    accuracies = [r["dr_accuracy"] for r in report["per_fold"]]
+    assert report["summary"]["dr_accuracy"]["mean"] == pytest.approx(np.mean(accuracies))
+    assert report["summary"]["dr_accuracy"]["sd"] == pytest.approx(np.std(accuracies, ddof=1))
+    assert all(0.0 <= r["dme_accuracy"] <= 1.0 for r in report["per_fold"])
+    written = json.loads((tiny_run / "eval" / "grader-cv.json").read_text())
+    assert written["summary"] == report["summary"]
+    assert not (tiny_run / "weights" / GRADER_FILE).exists()  # cross-validation fits no grader of the run
+
+    assert main(["fit-grader", "--run", str(tiny_run), "--cv", "2"]) == 0
+    out = capsys.readouterr().out
+    assert "2 folds of" in out and "dr_kappa" in out and "+-" in out

@@ -3,6 +3,7 @@
 from __future__ import annotations
 
 import math
+from pathlib import Path
 
 import pytest
 import torch
@@ -263,6 +264,37 @@ def test_gate_loss_and_entropy_sign(gate_logits: list, task_vector: list, entrop
     assert parts["gate_entropy"] == pytest.approx(h, abs=1e-6)
     assert parts["gate"] == pytest.approx(expected_ce + entropy_coef * h, abs=1e-6)
     assert total.item() == pytest.approx(3.0 * parts["gate"], abs=1e-5)  # gate alone carries all three weights
+
+
+def test_gate_class_weights_weight_each_sample_by_its_route() -> None:
+    """Sample 0 wants segmentation (CE ln 4), sample 1 classification (CE ln 4/3); weights 3 and 1."""
+    out = _output([[0.0, LN3], [0.0, LN3]], [[0, 0]] * 2)
+    batch = _batch([[1, 0], [0, 1]], [False] * 2, [-100] * 2, [-100] * 2)
+    _, plain = MultiTaskLoss()(out, batch)
+    _, weighted = MultiTaskLoss(gate_class_weights=[3.0, 1.0])(out, batch)
+    assert plain["gate_ce"] == pytest.approx((LN4 + math.log(4 / 3)) / 2, abs=1e-6)
+    assert weighted["gate_ce"] == pytest.approx((3 * LN4 + math.log(4 / 3)) / 4, abs=1e-6)
+
+
+def test_balanced_gate_weights_equalise_the_routes_under_the_draws() -> None:
+    from core.data.metadata import Sample
+    from core.data.sampling import balanced_gate_weights
+
+    def sample(i: int, masks: bool, grade: int | None) -> Sample:
+        return Sample(id=f"s{i}", split="train", task="segmentation" if masks else "classification",
+                      task_vector=(1, 0) if masks else (0, 1), image=Path("x.jpg"),
+                      masks={"EX": Path("m.tif")} if masks else None, dr_grade=grade,
+                      dme_risk=0 if grade is not None else None, weight=1.0)
+
+    # referable: three photographs with masks and one grade-3 photograph; not: one grade-0 photograph
+    samples = [sample(0, True, None), sample(1, True, None), sample(2, True, None), sample(3, False, 3),
+               sample(4, False, 0)]
+    seg, cls = balanced_gate_weights(samples, "referable")  # equal metadata weights: 4 of 5 draws referable
+    assert seg == pytest.approx(1 / (2 * 0.8)) and cls == pytest.approx(1 / (2 * 0.2))
+    # with a share of draws: 0.5 to the masks; the graded half split by grade: 0.25 each
+    seg, cls = balanced_gate_weights(samples, "referable", segmentation_share=0.5)
+    assert seg == pytest.approx(1 / (2 * 0.75)) and cls == pytest.approx(1 / (2 * 0.25))
+    assert balanced_gate_weights(samples[:3], "referable") == (1.0, 1.0)  # one route only: nothing to balance
 
 
 @pytest.mark.parametrize("entropy_coef, sharper", [(0.5, True), (0.01, True), (-0.5, False)])

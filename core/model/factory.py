@@ -2,6 +2,7 @@
 
 from __future__ import annotations
 
+from collections.abc import Sequence
 from typing import Any
 
 from core.config import LossConfig, ModelConfig
@@ -17,10 +18,12 @@ def model_signature(config: ModelConfig) -> dict[str, Any]:
 
 
 def build_model(config: ModelConfig, load_pretrained: bool = True) -> GatedMultiTaskModel:
-    """``load_pretrained=False`` skips the local backbone checkpoint (weights are about to be loaded anyway)."""
+    """``load_pretrained=False`` skips the backbone's starting weights, local or from timm's hub (a trained run's
+    weights are about to be loaded anyway, and loading one must never reach for the network)."""
     return GatedMultiTaskModel(
         backbone=config.backbone,
         pretrained_weights=config.pretrained_weights if load_pretrained else None,
+        pretrained=config.pretrained if load_pretrained else "none",
         decoder_channels=tuple(config.decoder_channels),
         gate_hidden=config.gate_hidden,
         dropout=config.dropout,
@@ -31,7 +34,8 @@ def build_model(config: ModelConfig, load_pretrained: bool = True) -> GatedMulti
     )
 
 
-def build_loss(config: LossConfig) -> MultiTaskLoss:
+def build_loss(config: LossConfig, gate_class_weights: Sequence[float] | None = None) -> MultiTaskLoss:
+    """``gate_class_weights`` come from the training split (``loss.gate_balance``), which the config cannot know."""
     return MultiTaskLoss(
         seg_weight=config.seg_weight,
         cls_weight=config.cls_weight,
@@ -42,4 +46,5 @@ def build_loss(config: LossConfig) -> MultiTaskLoss:
         dr_class_weights=config.dr_class_weights,
         dme_class_weights=config.dme_class_weights,
         coarse_weight=config.coarse_weight,
+        gate_class_weights=gate_class_weights,
     )

@@ -99,6 +99,7 @@ class GatedMultiTaskModel(nn.Module):
         pooling: str = "avg",
         gate_input: str = "pooled",
         gate_trains_coarse: bool = False,
+        pretrained: str = "none",
         num_lesions: int = NUM_LESIONS,
         num_dr: int = NUM_DR_GRADES,
         num_dme: int = NUM_DME_RISKS,
@@ -109,7 +110,7 @@ class GatedMultiTaskModel(nn.Module):
                             full_channels=full_channels, gate_hidden=gate_hidden, dropout=dropout,
                             drop_path_rate=drop_path_rate, pooling=pooling, gate_input=gate_input,
                             gate_trains_coarse=gate_trains_coarse, num_lesions=num_lesions, num_dr=num_dr, num_dme=num_dme)
-        self.backbone = Backbone(backbone, pretrained_weights, drop_path_rate)
+        self.backbone = Backbone(backbone, pretrained_weights, drop_path_rate, pretrained)
         if pooling not in POOLINGS:
             raise ValueError(f"pooling must be one of {', '.join(POOLINGS)}, got {pooling!r}")
         self.pooling = pooling

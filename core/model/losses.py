@@ -124,6 +124,7 @@ class MultiTaskLoss(nn.Module):
         dme_class_weights: Sequence[float] | None = None,
         dice: DiceMode = "batch",
         coarse_weight: float = 1.0,
+        gate_class_weights: Sequence[float] | None = None,
         dice_smooth: float = 1.0,
         num_lesions: int = NUM_LESIONS,
         num_dr: int = NUM_DR_GRADES,
@@ -146,6 +147,10 @@ class MultiTaskLoss(nn.Module):
         self.register_buffer("dr_class_weights", _optional_buffer(dr_class_weights, num_dr, "dr_class_weights"),
                              persistent=False)
         self.register_buffer("dme_class_weights", _optional_buffer(dme_class_weights, num_dme, "dme_class_weights"),
+                             persistent=False)
+        # (segmentation, classification): each gate sample's cross-entropy is weighted by its target route's
+        # weight (loss.gate_balance), so that the majority route does not win by default
+        self.register_buffer("gate_class_weights", _optional_buffer(gate_class_weights, 2, "gate_class_weights"),
                              persistent=False)
 
     # -- parts -------------------------------------------------------------------------------------------------
@@ -218,7 +223,12 @@ class MultiTaskLoss(nn.Module):
         parts = {"gate_entropy": h, "n_gate_samples": has_task.sum().float()}
         if bool(has_task.any()):
             target = target[has_task] / target[has_task].sum(dim=1, keepdim=True)
-            parts["gate_ce"] = soft_cross_entropy(logits[has_task], target).mean()
+            ce = soft_cross_entropy(logits[has_task], target)
+            if self.gate_class_weights is None:
+                parts["gate_ce"] = ce.mean()
+            else:
+                weight = target @ self.gate_class_weights.to(target.dtype)
+                parts["gate_ce"] = (weight * ce).sum() / weight.sum()
             parts["gate"] = parts["gate_ce"] + self.entropy_coef * h
             chosen = output.chosen_task()[has_task]
             parts["gate_acc"] = (target.gather(1, chosen[:, None]) > 0).float().mean()

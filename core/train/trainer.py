@@ -29,7 +29,7 @@ from core.data.crops import CropPolicy
 from core.data.dataset import IdridDataset, collate
 from core.data.metadata import Metadata, load_metadata, write_metadata
 from core.data.preprocess import PreprocessConfig
-from core.data.sampling import DistributedWeightedSampler, weighted_sampler
+from core.data.sampling import DistributedWeightedSampler, balanced_gate_weights, weighted_sampler
 from core.data.sources import describe, require_samples, resolve_metadata
 from core.errors import ConfigError, DataError, StudioError
 from core.fileio import atomic_write_text
@@ -156,7 +156,8 @@ class Trainer:
         self.samples_per_epoch = data.samples_per_epoch or len(self.train_set)
         if self.dist.enabled:
             self.sampler = DistributedWeightedSampler(self.train_set.samples, self.dist.world_size, self.dist.rank,
-                                                      self.samples_per_epoch, seed=self.config.train.seed)
+                                                      self.samples_per_epoch, seed=self.config.train.seed,
+                                                      segmentation_share=data.segmentation_share)
         else:
             self.sampler = None
         per_rank = math.ceil(self.samples_per_epoch / self.dist.world_size)
@@ -169,7 +170,8 @@ class Trainer:
             self.sampler.set_epoch(epoch)
             return list(self.sampler)
         sampler = weighted_sampler(self.train_set.samples, self.samples_per_epoch,
-                                   seed=self.config.train.seed * 1_000_003 + epoch)
+                                   seed=self.config.train.seed * 1_000_003 + epoch,
+                                   segmentation_share=self.config.data.segmentation_share)
         return list(sampler)
 
     def _loader(self, epoch: int, skip_batches: int) -> DataLoader:
@@ -190,7 +192,12 @@ class Trainer:
         if train.channels_last:
             model = model.to(memory_format=torch.channels_last)
         self.model = model
-        self.criterion = build_loss(self.config.loss).to(self.device)
+        gate_weights = None
+        if self.config.loss.gate_balance:
+            gate_weights = balanced_gate_weights(self.train_set.samples, self.config.model.gate_target,
+                                                 self.config.data.segmentation_share)
+            log.info("gate loss balanced: segmentation x%.2f, classification x%.2f", *gate_weights)
+        self.criterion = build_loss(self.config.loss, gate_weights).to(self.device)
         tasks = {task for s in self.train_set.samples for task, flag in zip(TASKS, s.task_vector) if flag}
         self.single_task = len(tasks) < 2
         if self.single_task:
