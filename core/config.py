@@ -72,7 +72,7 @@ class ModelConfig:
     # network; offline, the hub cache must hold them). "none": from scratch, unless pretrained_weights names a file.
     pretrained: Literal["none", "imagenet"] = "none"
     decoder_channels: list[int] = field(default_factory=lambda: [128, 64, 32, 16])
-    gate_hidden: int = 64
+    gate_hidden: int = 64  # 0: a linear gate (what python -m core fit-gate fits)
     dropout: float = 0.1
     drop_path_rate: float = 0.0
     pooling: Literal["avg", "multiscale"] = "avg"  # what the gate and the classifier read (see core.model.gated.pool)
@@ -288,6 +288,7 @@ def validate(config: Config) -> Config:
          "data.crop_probability and data.crop_on_lesion must lie in [0, 1]"),
         (len(config.model.decoder_channels) == 4, "model.decoder_channels must list 4 widths, one per block"),
         (all(c > 0 for c in config.model.decoder_channels), "model.decoder_channels must be positive"),
+        (config.model.gate_hidden >= 0, f"model.gate_hidden must be >= 0 (0: linear), not {config.model.gate_hidden}"),
         (config.loss.bce_pos_weight is None or len(config.loss.bce_pos_weight) == NUM_LESIONS,
          f"loss.bce_pos_weight must list {NUM_LESIONS} values ({', '.join(LESIONS)})"),
         (config.loss.dr_class_weights is None or len(config.loss.dr_class_weights) == NUM_DR_GRADES,

@@ -12,6 +12,7 @@ import yaml
 from builders import FixtureSpec, make_idrid
 from core.config import config_from_dict
 from core.errors import ConfigError
+from core.data.metadata import load_metadata
 from core.evaluate.runner import evaluate_run
 from core.infer.predictor import Predictor
 from core.infer.evidence import FEATURES, EvidenceGrader, fit_grader, lesion_evidence
@@ -91,6 +92,42 @@ def test_training_fits_the_grader_and_prediction_and_evaluation_use_it(tmp_path:
         assert summary.routing["grades_if_both"]["source"] == "lesion evidence"
         rows = list(csv.DictReader((tmp_path / "run" / "eval" / "val" / "predictions.csv").open()))
         assert {r["grades_from"] for r in rows} == {source}
+
+
+@pytest.mark.slow
+def test_a_run_trained_on_masks_alone_grades_from_its_lesions(tmp_path: Path) -> None:
+    """configs/idrid-long-cpu.yaml: the lesions trained alone (data.tasks: [segmentation]), the grader fitted on the
+    source's graded photographs of the same split, and evaluation scoring the grades it gives."""
+    root = make_idrid(tmp_path / "data", FixtureSpec(seg={"train": 6}, grading={"train": 30}))
+    config = config_from_dict({
+        "name": "lesions", "data": {"source": "folder", "roots": [str(root)], "image_size": 64,
+                                    "cache_dir": str(tmp_path / "cache"), "tasks": ["segmentation"]},
+        "model": {"decoder_channels": [32, 16, 16, 8], "gate_hidden": 16},
+        "train": {"epochs": 1, "batch_size": 4, "max_steps": 2, "fit_grader": True},
+    })
+    Trainer(config, tmp_path / "run", progress_bar=False).fit()
+    run = tmp_path / "run"
+    assert (run / "weights" / GRADER_FILE).exists()
+    report = yaml.safe_load((run / "weights" / "grader.json").read_text())
+    trained_split = {s.id: s.split for s in load_metadata(run / "metadata.json").samples}
+    assert all(s.dr_grade is None for s in load_metadata(run / "metadata.json").samples)  # masks only, as trained
+    assert report["n_train"] >= 10 and report["val"]["n"] >= 1
+
+    predictor = Predictor.from_run(run)
+    assert predictor.only_task == "segmentation" and predictor.grades_source == "lesion evidence"
+    image = next((root / "B. Disease Grading").rglob("*.jpg"))
+    prediction = predictor.predict(image)
+    assert prediction.ran == ("segmentation",) and prediction.grades_from == "lesion evidence"
+    assert prediction.dr_probs is not None and prediction.dr_probs.sum() == pytest.approx(1.0, abs=1e-5)
+
+    summary = evaluate_run(run, "val", progress=False)
+    assert summary.classification is not None and summary.classification.source == "lesion evidence"
+    assert summary.classification.dr.n == report["val"]["n"]
+    assert summary.classification.dr.accuracy == pytest.approx(report["val"]["dr_accuracy"])
+    assert summary.segmentation is not None
+    rows = list(csv.DictReader((run / "eval" / "val" / "predictions.csv").open()))
+    graded = [r for r in rows if r["dr_true"]]
+    assert graded and all(trained_split.get(r["id"], "val") == "val" for r in rows)
 
 
 def test_the_grader_is_fitted_on_the_maps_it_is_applied_to(tiny_run: Path) -> None:

@@ -5,4 +5,4 @@ the parsed namespace and returning an exit code. The modules only parse argument
 """
 
 # Order is the order shown in ``python -m core --help``.
-COMMAND_MODULES = ["metadata", "synth", "train", "fit_grader", "gate_threshold", "evaluate", "cv", "predict", "bench"]
+COMMAND_MODULES = ["metadata", "synth", "train", "fit_grader", "fit_gate", "gate_threshold", "evaluate", "cv", "predict", "bench"]

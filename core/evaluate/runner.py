@@ -12,6 +12,7 @@ import csv
 import io
 import json
 import time
+from dataclasses import replace
 from pathlib import Path
 from typing import Any
 
@@ -48,11 +49,37 @@ from core.run.summary import (
 from core.vocabulary import DME_NAMES, DR_NAMES, GRADES_FROM_HEADS, LESIONS, NUM_DME_RISKS, NUM_DR_GRADES, TASKS
 
 
-def run_metadata(run: RunDir, config_data: Any, data: Path | None, progress: bool) -> Metadata:
+def run_metadata(run: RunDir, config_data: Any, data: Path | None, progress: bool,
+                 all_labels: bool | None = None) -> Metadata:
     """The samples to evaluate: ``data`` if given, else the split the run trained with, else the run's data
-    source resolved again (the synthetic demo data is regenerated, deterministically, when missing)."""
+    source resolved again (the synthetic demo data is regenerated, deterministically, when missing).
+
+    ``all_labels`` (default: when the run has a lesion grader) gives a run trained on one task's labels
+    (``data.tasks``) the other task's labels of its source too, on the same split: a segmentation-only run with a
+    grader grades photographs, and its grades are fitted and scored on the graded ones.
+    """
     if data is not None:
         return load_metadata(data)
+    metadata = _trained_metadata(run, config_data, progress)
+    if all_labels is None:
+        all_labels = run.grader.exists()
+    trained = metadata.raw.get("tasks_trained")
+    if not all_labels or trained is None or set(trained) >= set(TASKS):
+        return metadata
+    return _with_all_labels(metadata, replace(config_data, tasks=list(TASKS)), progress)
+
+
+def _with_all_labels(metadata: Metadata, config_data: Any, progress: bool) -> Metadata:
+    full = resolve_metadata(config_data, progress=progress)
+    splits = {s.id: s.split for s in full.samples}
+    moved = [s.id for s in metadata.samples if splits.get(s.id) != s.split]
+    if moved:
+        raise DataError(f"the source of this run no longer splits its photographs as the run did ({len(moved)} "
+                        f"differ, e.g. {moved[0]}): its other task's labels cannot be added")
+    return full
+
+
+def _trained_metadata(run: RunDir, config_data: Any, progress: bool) -> Metadata:
     if run.metadata.exists():
         attempts = [None]
         if config_data.source == "folder" and config_data.roots:

@@ -48,18 +48,21 @@ class Gate(nn.Module):
 
     ``normalize=False`` for an input standardised already (the coarse lesion summary, by ``RunningStandardize``): a
     LayerNorm there would subtract each photograph's own mean and hide that every lesion is raised at once.
+    ``hidden=0`` makes it linear (a logistic regression over its input): on the 20-number lesion summary of
+    checkpoints/idrid's 339 training photographs the 64-unit MLP reached ROC AUC 0.93 there and 0.77 on validation,
+    a regularised linear fit 0.77 and 0.80.
     """
 
     def __init__(self, in_channels: int, hidden: int = 64, dropout: float = 0.1, normalize: bool = True) -> None:
         super().__init__()
-        self.mlp = nn.Sequential(
-            # ConvNeXt stage outputs are not normalised; keeps the MLP's input scale sane
-            nn.LayerNorm(in_channels) if normalize else nn.Identity(),
-            nn.Linear(in_channels, hidden),
-            nn.GELU(),
-            nn.Dropout(dropout),
-            nn.Linear(hidden, NUM_TASKS),
-        )
+        if hidden < 0:
+            raise ValueError(f"gate hidden width must be >= 0 (0: linear), got {hidden}")
+        norm = nn.LayerNorm(in_channels) if normalize else nn.Identity()  # ConvNeXt stage outputs are not normalised
+        if hidden == 0:
+            self.mlp = nn.Sequential(norm, nn.Dropout(dropout), nn.Linear(in_channels, NUM_TASKS))
+        else:
+            self.mlp = nn.Sequential(norm, nn.Linear(in_channels, hidden), nn.GELU(), nn.Dropout(dropout),
+                                     nn.Linear(hidden, NUM_TASKS))
         # Start nearly undecided (small logits, no bias towards either task) but not exactly zero weights, which
         # would block the gate loss's gradient to the hidden layer and the backbone for the first step.
         nn.init.trunc_normal_(self.mlp[-1].weight, std=0.02)

@@ -42,7 +42,7 @@ def fit_run_grader(run_dir: RunDir | Path | str, weights: str = "best", progress
     photographs, the grades it gives them next to the classification heads'."""
     run = RunDir.of(run_dir)
     predictor = Predictor.from_run(run, weights=weights, use_grader=False)
-    metadata = run_metadata(run, predictor.config.data, None, progress)
+    metadata = run_metadata(run, predictor.config.data, None, progress, all_labels=True)
     train = [s for s in metadata.split("train") if s.dr_grade is not None]
     if len(train) < 10 or not any(s.masks is not None for s in metadata.split("train")):
         raise DataError(f"run {run.path.name} needs graded photographs and photographs with masks in its train split "
@@ -101,7 +101,7 @@ def cross_validate_grader(run_dir: RunDir | Path | str, folds: int = 5, seed: in
     """
     run = RunDir.of(run_dir)
     predictor = Predictor.from_run(run, weights=weights, use_grader=False)
-    metadata = run_metadata(run, predictor.config.data, None, progress)
+    metadata = run_metadata(run, predictor.config.data, None, progress, all_labels=True)
     graded = [s for split in ("train", "val") for s in metadata.split(split) if s.dr_grade is not None]
     seen = [s.split == "train" and s.masks is not None for s in graded]
     scored = [s for s, was_seen in zip(graded, seen) if not was_seen]

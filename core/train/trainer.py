@@ -414,7 +414,7 @@ class Trainer:
                                     f"(checksums {checksums}): distributed training went out of sync")
             log.info("weights identical on all %d ranks (checksum %.6f)", self.dist.world_size, checksums[0])
         state = "stopped" if stop_reason == "stopped" else "finished"
-        if self.config.train.fit_grader and self.dist.is_main and state == "finished" and not self.single_task:
+        if self.config.train.fit_grader and self.dist.is_main and state == "finished" and self._learned_lesions():
             self._fit_grader()
         if (self.config.model.gate_target == "referable" and self.config.train.gate_sensitivity is not None
                 and self.dist.is_main and state == "finished" and not self.single_task):
@@ -425,12 +425,20 @@ class Trainer:
                  f" ({stop_reason})" if stop_reason else "")
         return record
 
+    def _learned_lesions(self) -> bool:
+        return any(s.masks is not None for s in self.train_set.samples)
+
     def _fit_grader(self) -> None:
-        """Grades from lesion evidence (core.infer.evidence), fitted on the best weights' segmentation expert."""
+        """Grades from lesion evidence (core.infer.evidence), fitted on the best weights' segmentation expert: on
+        the graded training photographs of its source even when the run trained on masks alone (data.tasks)."""
         from core.train.grader import fit_run_grader
 
         started = time.time()
-        report = fit_run_grader(self.run.path, weights="best", progress=self.progress_bar)
+        try:
+            report = fit_run_grader(self.run.path, weights="best", progress=self.progress_bar)
+        except DataError as error:  # no graded photograph in the source: the run keeps its heads' grades
+            log.warning("no lesion grader fitted: %s", error)
+            return
         val = report.get("val") or {}
         log.info("lesion grader fitted on %d graded photographs in %.0f s%s", report["n_train"], time.time() - started,
                  f"; val DR accuracy {val['dr_accuracy']:.3f}, kappa {val['dr_kappa']:.3f}, DME accuracy "

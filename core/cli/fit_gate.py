@@ -1,0 +1,38 @@
+"""``python -m core fit-gate``: give a run whose lesions were trained alone a gate that routes and grade heads."""
+
+from __future__ import annotations
+
+import argparse
+from pathlib import Path
+
+
+def register(subparsers: argparse._SubParsersAction) -> None:
+    parser = subparsers.add_parser(
+        "fit-gate", help="fit a lesion gate and the classification expert onto a run's frozen backbone and decoder",
+        description="With the run's backbone and decoder frozen, read every training photograph once, teach a "
+                    "coarse lesion head to draw at stride 16 what the decoder draws, then fit a linear gate (referable "
+                    "DR) and the DR and DME heads on its summary as class-balanced logistic regressions, and choose the gate's operating "
+                    "point on the validation split for a sensitivity. The run then routes by its gate "
+                    "(infer.route: gate); its lesion maps and lesion grades do not change.")
+    parser.add_argument("--run", type=Path, required=True, help="run folder, e.g. checkpoints/idrid")
+    parser.add_argument("--out", type=Path, default=None,
+                        help="write the fitted run to this new folder instead of changing --run")
+    parser.add_argument("--sensitivity", type=float, default=0.9, help="wanted sensitivity (default: %(default)s)")
+    parser.add_argument("--epochs-coarse", type=int, default=30, help="coarse head epochs (default: %(default)s)")
+    parser.add_argument("--c", type=float, default=0.1,
+                        help="inverse L2 strength of the gate's and the grade heads' logistic regressions "
+                             "(default: %(default)s)")
+    parser.set_defaults(func=run)
+
+
+def run(args: argparse.Namespace) -> int:
+    from core.train.posthoc import fit_gate
+
+    report = fit_gate(args.run, args.out, epochs_coarse=args.epochs_coarse, c=args.c, sensitivity=args.sensitivity)
+    point = report["operating_point"]
+    target = args.out or args.run
+    print(f"gate fitted on {report['n_train']} training photographs of {report['source']}; on {point['n']} "
+          f"validation photographs ({point['positives']} referable): ROC AUC {point['roc_auc']:.3f}, threshold "
+          f"{point['threshold']}, sensitivity {point['sensitivity']:.3f}, specificity {point['specificity']:.3f}, "
+          f"{point['spared_decoder']:.0%} spared the decoder; written to {target}")
+    return 0

@@ -1,0 +1,95 @@
+"""fit-gate: a lesion gate and grade heads fitted onto a run trained on masks alone, which then routes for real."""
+
+from __future__ import annotations
+
+from pathlib import Path
+
+import numpy as np
+import pytest
+from safetensors.torch import load_file
+
+from builders import FixtureSpec, make_idrid
+from core.config import config_from_dict, load_config
+from core.errors import DataError
+from core.infer.predictor import Predictor
+from core.train.posthoc import fit_gate
+from core.train.trainer import Trainer
+
+
+@pytest.fixture(scope="module")
+def lesion_run(tmp_path_factory: pytest.TempPathFactory) -> tuple[Path, Path]:
+    base = tmp_path_factory.mktemp("posthoc")
+    root = make_idrid(base / "data", FixtureSpec(seg={"train": 6}, grading={"train": 30}))
+    config = config_from_dict({
+        "name": "lesions", "data": {"source": "folder", "roots": [str(root)], "image_size": 64,
+                                    "cache_dir": str(base / "cache"), "tasks": ["segmentation"]},
+        "model": {"decoder_channels": [32, 16, 16, 8], "gate_hidden": 16},
+        "train": {"epochs": 1, "batch_size": 4, "max_steps": 2, "fit_grader": True, "weights_dtype": "float16"},
+    })
+    Trainer(config, base / "run", progress_bar=False).fit()
+    return base / "run", root
+
+
+@pytest.mark.slow
+def test_fit_gate_routes_a_lesion_only_run_without_touching_its_lesions(lesion_run, tmp_path: Path) -> None:
+    source, root = lesion_run
+    before = (source / "config.yaml").read_text()
+    assert Predictor.from_run(source).only_task == "segmentation"  # untrained gate: every photograph segmented
+
+    report = fit_gate(source, tmp_path / "gated", epochs_coarse=3, progress=False)
+    gated = tmp_path / "gated"
+    assert (source / "config.yaml").read_text() == before  # --out leaves the source run alone
+    config = load_config(gated / "config.yaml")
+    assert (config.model.gate_input, config.model.gate_target, config.infer.route) == ("lesions", "referable", "gate")
+    point = report["operating_point"]
+    assert config.infer.gate_threshold == point["threshold"] and 0 < point["threshold"] < 1
+    assert config.model.gate_hidden == 0 and report["gate_samples"] == report["n_train"]
+
+    old, new = (load_file(str(run / "weights" / "best.safetensors")) for run in (source, gated))
+    frozen = [k for k in old if k.startswith(("backbone.", "decoder."))]
+    assert frozen and all(np.array_equal(old[k].numpy(), new[k].numpy()) for k in frozen)
+    assert any(k.startswith("coarse.") for k in new) and not any(k.startswith("coarse.") for k in old)
+
+    predictor = Predictor.from_run(gated)
+    assert predictor.only_task is None and predictor.default_route() == "gate"
+    images = sorted((root / "B. Disease Grading").rglob("*.jpg"))[:6]
+    for image in images:
+        prediction = predictor.predict(image)
+        p_segmentation = float(prediction.gate_probs[0])
+        if p_segmentation >= point["threshold"]:
+            assert prediction.ran == ("segmentation",) and prediction.grades_from == "lesion evidence"
+        else:  # routed to classification: the decoder never ran, the fitted heads grade it
+            assert prediction.ran == ("classification",) and prediction.seg_probs is None
+            assert prediction.grades_from == "classification heads"
+    assert (gated / "weights" / "fit-gate.json").exists()
+    with pytest.raises(DataError, match="exists"):
+        fit_gate(source, gated, progress=False)
+
+
+def test_the_linear_gate_is_the_logistic_regression_it_was_fitted_as() -> None:
+    """fit_heads writes scikit-learn's regression into the gate: its softmax must give the regression's p."""
+    import torch
+    from sklearn.linear_model import LogisticRegression
+
+    from core.infer.evidence import multinomial_logit
+    from core.model.gate import Gate
+    from core.train.posthoc import _linear_into
+
+    rng = np.random.default_rng(0)
+    x = rng.normal(size=(60, 20))
+    y = (x[:, 0] + 0.5 * rng.normal(size=60) > 0).astype(int)
+    gate = Gate(20, hidden=0, normalize=False).eval()
+    _linear_into(gate.last, *multinomial_logit(x, y, 2, 0.1))
+    expected = LogisticRegression(C=0.1, max_iter=5000, class_weight="balanced").fit(x, y).predict_proba(x)[:, 1]
+    got = gate(torch.from_numpy(x).float()).softmax(1)[:, 1].detach().numpy()
+    assert np.allclose(got, expected, atol=1e-5)
+
+
+def test_fit_gate_refuses_a_run_without_graded_photographs(tiny_run: Path, tmp_path: Path) -> None:
+    from core.data.metadata import load_metadata, write_metadata
+
+    metadata = load_metadata(tiny_run / "metadata.json")
+    document = dict(metadata.raw, samples=[e for e in metadata.raw["samples"] if e["dr_grade"] is None])
+    write_metadata(document, tiny_run / "metadata.json")
+    with pytest.raises(DataError, match="at least 10 graded"):
+        fit_gate(tiny_run, tmp_path / "out", progress=False)
