@@ -93,3 +93,20 @@ def test_fit_gate_refuses_a_run_without_graded_photographs(tiny_run: Path, tmp_p
     write_metadata(document, tiny_run / "metadata.json")
     with pytest.raises(DataError, match="at least 10 graded"):
         fit_gate(tiny_run, tmp_path / "out", progress=False)
+
+
+def test_a_standardised_regression_folds_into_a_layer_on_raw_inputs() -> None:
+    from sklearn.linear_model import LogisticRegression
+    from sklearn.preprocessing import StandardScaler
+
+    from core.train.posthoc import _standardised_logit
+
+    rng = np.random.default_rng(1)
+    x = rng.normal(loc=5.0, scale=[0.1, 3.0, 1.0], size=(80, 3))
+    y = rng.integers(0, 3, size=80)
+    weight, bias = _standardised_logit(x, y, 3, 0.5)
+    scaler = StandardScaler().fit(x)
+    expected = LogisticRegression(C=0.5, max_iter=5000, class_weight="balanced").fit(scaler.transform(x), y)
+    logits = x @ weight.T + bias
+    got = np.exp(logits - logits.max(1, keepdims=True))
+    assert np.allclose(got / got.sum(1, keepdims=True), expected.predict_proba(scaler.transform(x)), atol=1e-6)

@@ -162,6 +162,33 @@ def fit_heads(model: GatedMultiTaskModel, readings: FrozenReadings, c: float = 0
     return {"gate_samples": int(known.sum()), "graded_samples": int(graded.sum()), "c": c}
 
 
+def _standardised_logit(x: np.ndarray, labels: np.ndarray, classes: int, c: float) -> tuple[np.ndarray, np.ndarray]:
+    """A logistic regression on ``x`` standardised per feature, folded back into weights on ``x`` itself: a linear
+    layer reading unstandardised inputs then gives the standardised regression's logits exactly."""
+    mean, scale = x.mean(axis=0), x.std(axis=0)
+    scale[scale == 0] = 1.0
+    weight, bias = multinomial_logit((x - mean) / scale, labels, classes, c)
+    weight = weight / scale
+    return weight, bias - weight @ mean
+
+
+def fit_pooled_heads(model: GatedMultiTaskModel, readings: FrozenReadings, c: float = 0.1) -> dict[str, Any]:
+    """The same fits on the pooled backbone features (``--gate-input pooled``), each head reading them through its
+    own LayerNorm: for data whose referable eyes show in the pooled features (the synthetic demo's, where a linear
+    probe on them reached ROC AUC 0.8-0.9), not real IDRiD's (0.70 on unseen photographs)."""
+    with torch.no_grad():
+        gate_x = model.gate.mlp[0].eval()(readings.pooled).numpy().astype(np.float64)
+        head_x = model.classifier.norm.eval()(readings.pooled).numpy().astype(np.float64)
+    known = (readings.referable != IGNORE).numpy()
+    route = np.where(readings.referable.numpy()[known] == 1, 0, 1)
+    _linear_into(model.gate.last, *_standardised_logit(gate_x[known], route, 2, c))
+    graded = (readings.dr != IGNORE).numpy()
+    head = model.classifier
+    for layer, labels, classes in ((head.dr, readings.dr, NUM_DR_GRADES), (head.dme, readings.dme, NUM_DME_RISKS)):
+        _linear_into(layer, *_standardised_logit(head_x[graded], labels.numpy()[graded], classes, c))
+    return {"gate_samples": int(known.sum()), "graded_samples": int(graded.sum()), "c": c}
+
+
 def _gated_model(config, source: GatedMultiTaskModel) -> GatedMultiTaskModel:
     """The run's model with a coarse head and a lesion gate, its backbone and decoder copied from ``source``."""
     model = build_model(config, load_pretrained=False)
@@ -175,9 +202,12 @@ def _gated_model(config, source: GatedMultiTaskModel) -> GatedMultiTaskModel:
 
 
 def fit_gate(run_dir: RunDir | Path | str, out: Path | str | None = None, epochs_coarse: int = 30,
-             c: float = 0.1, lr: float = 3e-3, sensitivity: float = 0.9, seed: int = 0,
+             c: float = 0.1, lr: float = 3e-3, sensitivity: float = 0.9, seed: int = 0, gate_input: str = "lesions",
              progress: bool = True) -> dict[str, Any]:
-    """Fit the coarse head, the gate and the classification expert of ``run_dir`` (or of its copy ``out``)."""
+    """Fit the coarse head, the gate and the classification expert of ``run_dir`` (or of its copy ``out``);
+    ``gate_input="pooled"`` fits the gate and the heads on the pooled features instead, without a coarse head."""
+    if gate_input not in ("lesions", "pooled"):
+        raise DataError(f"fit-gate reads lesions or pooled features, not {gate_input!r}")
     source = RunDir.of(run_dir)
     torch.manual_seed(seed)
     predictor = Predictor.from_run(source, use_grader=False)
@@ -197,18 +227,21 @@ def fit_gate(run_dir: RunDir | Path | str, out: Path | str | None = None, epochs
         shutil.copytree(source.path, out, ignore=shutil.ignore_patterns("state", "eval", "last.safetensors"))
         run = RunDir.of(out)
     config = load_config(run.config)
-    model_config = replace(config.model, gate_input="lesions", gate_target="referable", gate_trains_coarse=False,
+    model_config = replace(config.model, gate_input=gate_input, gate_target="referable", gate_trains_coarse=False,
                            gate_hidden=0)
     model = _gated_model(model_config, predictor.model)
     readings = read_frozen(model, predictor, train, progress)
-    coarse_bce = fit_coarse_head(model, readings, epochs_coarse, lr, seed, progress)
-    report: dict[str, Any] = {"source": source.name, "n_train": len(train), "coarse_bce": coarse_bce,
-                              **fit_heads(model, readings, c)}
+    report: dict[str, Any] = {"source": source.name, "gate_input": gate_input, "n_train": len(train)}
+    if gate_input == "lesions":
+        report["coarse_bce"] = fit_coarse_head(model, readings, epochs_coarse, lr, seed, progress)
+        report.update(fit_heads(model, readings, c))
+    else:
+        report.update(fit_pooled_heads(model, readings, c))
     dtype = torch.float16 if config.train.weights_dtype == "float16" else torch.float32
     save_weights(model, run.weights_file("best"), model_signature(model_config), dtype,
                  extra={"fitted": "fit-gate"})
     values = yaml.safe_load(run.config.read_text(encoding="utf-8")) or {}
-    values.setdefault("model", {}).update(gate_input="lesions", gate_target="referable", gate_trains_coarse=False,
+    values.setdefault("model", {}).update(gate_input=gate_input, gate_target="referable", gate_trains_coarse=False,
                                           gate_hidden=0)
     values.setdefault("data", {})["tasks"] = ["segmentation", "classification"]
     values.setdefault("infer", {}).update(route="gate", gate_threshold=None)
