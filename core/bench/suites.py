@@ -308,7 +308,8 @@ def _gate_photographs(plan: Plan, scratch: Path) -> tuple[Path, list[Path], str]
     from core.run.folder import RunDir
 
     idrid = RunDir(ROOT / "checkpoints" / "idrid")
-    if idrid.config.exists() and load_config(idrid.config).infer.route == "gate":  # a run that serves both: no routing
+    # a run that serves both experts, or one trained on one task (its gate never learned), does not route
+    if idrid.config.exists() and load_config(idrid.config).infer.route == "gate" and len(idrid.trained_tasks()) == 2:
         try:
             samples = run_metadata(idrid, load_config(idrid.config).data, None, progress=False).split("val")
             source = f"the validation split of {idrid.name} (real IDRiD photographs, both halves)"

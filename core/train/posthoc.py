@@ -17,7 +17,8 @@ With the backbone and the decoder frozen, every training photograph (with masks 
    grades of a photograph the gate sends to classification.
 
 The run's config then says ``model.gate_input: lesions``, ``model.gate_target: referable`` and ``infer.route:
-gate``; its metadata carries every label of its split (the gate and the heads were fitted on them), and the gate's
+gate`` (``data.tasks`` keeps what the lesions were trained on); its metadata carries every label of its split (the
+gate and the heads were fitted on them, so the run now has both tasks), and the gate's
 operating point is chosen on the validation split for sensitivity (``core.train.operating_point``). Nothing in the
 backbone or the decoder changes: lesion maps and lesion grades stay those of the run.
 """
@@ -243,7 +244,6 @@ def fit_gate(run_dir: RunDir | Path | str, out: Path | str | None = None, epochs
     values = yaml.safe_load(run.config.read_text(encoding="utf-8")) or {}
     values.setdefault("model", {}).update(gate_input=gate_input, gate_target="referable", gate_trains_coarse=False,
                                           gate_hidden=0)
-    values.setdefault("data", {})["tasks"] = ["segmentation", "classification"]
     values.setdefault("infer", {}).update(route="gate", gate_threshold=None)
     atomic_write_text(run.config, yaml.safe_dump(values, sort_keys=False))
     write_metadata(dict(metadata.raw, fitted_after="fit-gate: gate and classification expert on every label"),
