@@ -56,7 +56,9 @@ def test_dashboard_shows_the_real_run_from_its_saved_results(runs_with_real, tmp
     measures = set(at.dataframe[0].value["measure"])
     assert {"Gate accuracy", "AUPR MA", "DR quadratic kappa", "Joint DR + DME accuracy"} <= measures
     gate_rows = next(d.value for d in at.dataframe if "samples" in d.value.columns)
-    assert any(str(v).startswith("both (") for v in gate_rows["samples"])  # both-task photographs apart
+    # a referable gate is judged by its target, twins included: rows per target route, and its two errors apart
+    assert any(str(v).startswith("segmentation (53)") for v in gate_rows["samples"])
+    assert any(str(v).startswith("missed (5 of 84)") for v in gate_rows["samples"])
     assert any("graded only, DR 4 proliferative" in str(v) for v in gate_rows["samples"])
     assert len(at.get("plotly_chart")) >= 8  # curves, gate, Dice, IoU, PR, DR, DME, routing
 

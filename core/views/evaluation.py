@@ -159,8 +159,14 @@ def gate_rows(evaluation: Evaluation) -> list[dict[str, str]]:
             rows.append({"samples": f"{task} ({sum(matrix.get(task, []))})", "gate accuracy": _fmt(value, True),
                          "about": what})
     for grade, value in (gate.accuracy_by_dr_grade or {}).items():
+        if gate.target != "referable":
+            about = "routed to classification"
+        elif int(grade) >= 2:
+            about = "routed to segmentation (more than mild DR)"
+        else:
+            about = "routed by the referable rule (classification unless its DME risk or lesions say otherwise)"
         rows.append({"samples": f"graded only, DR {DR_NAMES[int(grade)]} ({value['n']})",
-                     "gate accuracy": _fmt(value["accuracy"], True), "about": "routed to classification"})
+                     "gate accuracy": _fmt(value["accuracy"], True), "about": about})
     target = "more than mild DR" if gate.target == "referable" else "its annotation"
     if gate.missed is not None and gate.n:
         rows.append({"samples": f"missed ({gate.missed} of {gate.n})", "gate accuracy": _fmt(gate.missed / gate.n, True),
