@@ -85,6 +85,9 @@ class ModelConfig:
     # with gate_input: lesions, let the gate's and the grade heads' gradient train the coarse head too (never the
     # backbone); false: the head learns from masks alone
     gate_trains_coarse: bool = False
+    # what the coarse lesion head reads (core.model.coarse): the stride-16 and stride-32 features, or every stage
+    # with the shallow ones pooled to its grid (what python -m core fit-gate fits: small lesions live there)
+    coarse_reads: Literal["deep", "pyramid"] = "deep"
 
 
 @dataclass
@@ -124,6 +127,9 @@ class TrainConfig:
     log_every: int = 1  # steps between two lines of log.jsonl
     # After training, fit grades on the lesion evidence of the best weights' segmentation expert (core.infer.evidence).
     fit_grader: bool = False
+    # After training (and the grader), fit a lesion gate and the grade heads onto the frozen backbone and decoder
+    # (core.train.posthoc, what python -m core fit-gate does): the recipe of a run whose lesions were trained alone.
+    fit_gate: bool = False
     # After training a run with model.gate_target: referable, set infer.gate_threshold to the highest threshold
     # that keeps this sensitivity for referable photographs on the validation split (None: leave it at 0.5).
     gate_sensitivity: float | None = 0.9

@@ -31,7 +31,9 @@ def copy_demo(root: Path, synthetic: Path | None = None, name: str = "demo", **s
     (folder / "weights").mkdir(parents=True)
     for file in DEMO_FILES:
         shutil.copy(DEMO / file, folder / file)
-    shutil.copy(DEMO / "weights" / "best.safetensors", folder / "weights" / "best.safetensors")
+    for weights in (DEMO / "weights").iterdir():  # the weights, and the grader and gate fitted onto them
+        if weights.name != "last.safetensors":
+            shutil.copy(weights, folder / "weights" / weights.name)
     if synthetic is not None:
         config = yaml.safe_load((folder / "config.yaml").read_text())
         config["data"]["synthetic"] = {"out": str(synthetic), "n_seg": 8, "n_cls": 24, "width": 512, "seed": 0,

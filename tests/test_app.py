@@ -169,14 +169,15 @@ def test_predict_shows_gate_prediction_both_heads_gradcam_and_downloads(demo_roo
     at.toggle(key="both").set_value(True).run()
     body = texts(at)
     assert "experts run: segmentation, classification" in body
-    assert {m.label for m in at.metric} == {"DME from the masks", "DME risk (classification head)"}
+    # with both experts the demo's grades come from its lesions (its lesion grader), as the report says
+    assert {m.label for m in at.metric} == {"DME from the masks", "DME risk (lesion grader)"}
     assert "DME classifier" not in body
     # the DME risks say so beside each other when they disagree (the demo's own report decides which)
     from core.infer.predictor import Predictor
 
     report = Predictor.from_run(demo_root / "demo").predict(jpeg, both=True).report(0.5)
     disagree = bool(report.get("dme_disagreement"))
-    assert ("Disagrees with the classification head" in body) == disagree
+    assert ("Disagrees with the lesion grader" in body) == disagree
     assert ("Disagrees with DME from the masks" in body) == disagree
     assert charts(at) == 2  # DR and DME grade probabilities
     assert {b.label for b in at.get("download_button")} == {
@@ -184,7 +185,8 @@ def test_predict_shows_gate_prediction_both_heads_gradcam_and_downloads(demo_roo
     images_before = len(at.get("image"))
     at.toggle(key="gradcam").set_value(True).run()
     assert len(at.get("image")) == images_before + 1 and not errors(at)
-    assert any("Grad-CAM of the DR grade head" in caption for caption in image_captions(at))
+    # the grades shown came from the lesion grader: the caption says the picture explains the head, not them
+    assert any("Grad-CAM of the classification expert's DR grade head" in caption for caption in image_captions(at))
     at.button_group(key="lesions").set_value(["OD"]).run()
     at.slider(key="opacity").set_value(0.9).run()
     assert not at.exception and not errors(at)
@@ -272,10 +274,10 @@ def test_train_page_lists_runs_and_shows_progress(demo_root: Path, use_runs) -> 
     use_runs(demo_root)
     at = start("train")
     assert at.selectbox(key="train_watch").value == "demo"
-    assert "finished" in texts(at) and "epoch 12/12 · step 192/192" in texts(at)
+    assert "finished" in texts(at) and "epoch 40/40 · step 640/640" in texts(at)
     assert charts(at) >= 3  # loss per step, gate accuracy, learning curves
     assert at.dataframe[0].value["run"].tolist() == ["demo"]
-    assert "finished at epoch 12" in at.code[0].value
+    assert "finished at epoch 40" in at.code[0].value
     assert table_width(at.dataframe[0]) <= 800  # every column sized: a long note cannot push the rest out of view
 
 

@@ -140,7 +140,7 @@ def test_every_page_in_chromium(tmp_path: Path) -> None:
 
                 # Train by its URL: the demo's finished progress, charts, log and the runs table
                 page.goto(f"{url}/train")
-                page.get_by_text("epoch 12/12 · step 192/192").first.wait_for(timeout=60_000)
+                page.get_by_text("epoch 40/40 · step 640/640").first.wait_for(timeout=60_000)
                 _wait_count(page, f"{MAIN} .js-plotly-plot", 3, timeout=60)
                 _idle(page)
                 _scroll_to_top(page.get_by_role("heading", name="Progress"))

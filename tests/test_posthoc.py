@@ -44,6 +44,8 @@ def test_fit_gate_routes_a_lesion_only_run_without_touching_its_lesions(lesion_r
     point = report["operating_point"]
     assert config.infer.gate_threshold == point["threshold"] and 0 < point["threshold"] < 1
     assert config.model.gate_hidden == 0 and report["gate_samples"] == report["n_train"]
+    assert config.model.coarse_reads == report["coarse_reads"] == "pyramid"  # every stage, pooled to its grid
+    assert report["views"] == 4  # each photograph also read flipped three ways
 
     old, new = (load_file(str(run / "weights" / "best.safetensors")) for run in (source, gated))
     frozen = [k for k in old if k.startswith(("backbone.", "decoder."))]
@@ -110,3 +112,34 @@ def test_a_standardised_regression_folds_into_a_layer_on_raw_inputs() -> None:
     logits = x @ weight.T + bias
     got = np.exp(logits - logits.max(1, keepdims=True))
     assert np.allclose(got / got.sum(1, keepdims=True), expected.predict_proba(scaler.transform(x)), atol=1e-6)
+
+
+def test_the_views_are_the_photograph_and_its_three_flips() -> None:
+    import torch
+
+    from core.train.posthoc import VIEWS, _view, read_frozen
+
+    image = torch.arange(6.0).view(1, 1, 2, 3)
+    seen = [_view(image, v)[0, 0].tolist() for v in range(len(VIEWS))]
+    assert seen == [[[0, 1, 2], [3, 4, 5]], [[2, 1, 0], [5, 4, 3]], [[3, 4, 5], [0, 1, 2]], [[5, 4, 3], [2, 1, 0]]]
+    with pytest.raises(DataError, match="1 to 4 views"):
+        read_frozen(None, None, [], progress=False, views=5)
+
+
+@pytest.mark.slow
+def test_train_fit_gate_gives_a_run_trained_on_masks_alone_its_gate_in_one_command(tmp_path: Path) -> None:
+    """train.fit_gate: the demo's recipe (lesions trained alone, then the grader and the gate) is one command."""
+    root = make_idrid(tmp_path / "data", FixtureSpec(seg={"train": 6, "test": 2}, grading={"train": 30, "test": 4}))
+    config = config_from_dict({
+        "name": "routed", "data": {"source": "folder", "roots": [str(root)], "image_size": 64,
+                                   "cache_dir": str(tmp_path / "cache"), "tasks": ["segmentation"]},
+        "model": {"decoder_channels": [32, 16, 16, 8]},
+        "train": {"epochs": 1, "batch_size": 4, "max_steps": 2, "fit_grader": True, "fit_gate": True},
+    })
+    Trainer(config, tmp_path / "run", progress_bar=False).fit()
+    fitted = load_config(tmp_path / "run" / "config.yaml")
+    assert (fitted.model.gate_input, fitted.model.coarse_reads, fitted.infer.route) == ("lesions", "pyramid", "gate")
+    assert 0 < fitted.infer.gate_threshold < 1
+    assert "gate fitted on" in (tmp_path / "run" / "train.log").read_text()
+    predictor = Predictor.from_run(tmp_path / "run")
+    assert predictor.default_route() == "gate" and predictor.only_task is None

@@ -54,6 +54,45 @@ def test_the_coarse_head_draws_at_stride_16_and_starts_near_no_lesion() -> None:
     assert _small("pooled")(images, route="both").coarse_logits is None
 
 
+def test_the_pyramid_head_keeps_one_shallow_spot_visible_on_its_stride_16_grid() -> None:
+    """A single hot stride-4 pixel (a microaneurysm the deep maps have blurred) reaches the grid cell that holds it
+    through the maximum, at its full value, and through the mean at 1/16 of it; the deep head never sees it."""
+    channels = (4, 6, 8, 10)
+    features = [torch.zeros(1, c, 64 // s, 64 // s) for c, s in zip(channels, (4, 8, 16, 32))]
+    features[0][0, 2, 9, 5] = 3.0  # stride-4 map, cell (2, 1) of the 4x4 stride-16 grid
+    pyramid = CoarseLesionHead(channels, hidden=8, reads="pyramid")
+    grid = pyramid.grid(features)
+    assert tuple(grid.shape) == (1, 8 + 10 + 2 * (4 + 6), 4, 4)
+    f4_max, f4_mean = grid[0, 18 + 2], grid[0, 18 + 4 + 2]  # after f16 and f32: f4's maxima, then its means
+    assert f4_max.nonzero().tolist() == [[2, 1]] and float(f4_max[2, 1]) == 3.0
+    assert float(f4_mean[2, 1]) == pytest.approx(3.0 / 16)
+    assert tuple(pyramid(features).shape) == (1, len(LESIONS), 4, 4)
+    deep = CoarseLesionHead(channels, hidden=8)
+    assert tuple(deep.grid(features).shape) == (1, 18, 4, 4) and float(deep.grid(features).abs().sum()) == 0.0
+    with pytest.raises(ValueError, match="pyramid"):
+        CoarseLesionHead(channels, reads="everything")
+
+
+def test_a_pyramid_gated_model_round_trips_through_its_weights(tmp_path: Path) -> None:
+    from core.config import ModelConfig
+    from core.errors import ConfigError
+    from core.model.factory import build_model, model_signature
+    from core.run.weights import load_weights, save_weights
+
+    config = ModelConfig(decoder_channels=[16, 16, 8, 8], gate_hidden=0, gate_input="lesions", coarse_reads="pyramid")
+    model = build_model(config).eval()
+    assert model.coarse.mix[0].in_channels == 160 + 320 + 2 * (40 + 80)  # convnext_atto's four stages
+    save_weights(model, tmp_path / "w.safetensors", model_signature(config), torch.float32)
+    again = build_model(config, load_pretrained=False).eval()
+    load_weights(again, tmp_path / "w.safetensors", model_signature(config))
+    images = torch.randn(1, 3, 64, 64)
+    with torch.no_grad():
+        assert torch.equal(model(images, route="both").gate_logits, again(images, route="both").gate_logits)
+    deep = ModelConfig(decoder_channels=[16, 16, 8, 8], gate_hidden=0, gate_input="lesions")
+    with pytest.raises(ConfigError, match="coarse_reads"):
+        load_weights(build_model(deep, load_pretrained=False), tmp_path / "w.safetensors", model_signature(deep))
+
+
 def test_a_photograph_below_the_threshold_never_enters_the_decoder() -> None:
     model = _small()
     calls: list[int] = []

@@ -18,10 +18,15 @@ def register(subparsers: argparse._SubParsersAction) -> None:
     parser.add_argument("--out", type=Path, default=None,
                         help="write the fitted run to this new folder instead of changing --run")
     parser.add_argument("--sensitivity", type=float, default=0.9, help="wanted sensitivity (default: %(default)s)")
-    parser.add_argument("--epochs-coarse", type=int, default=30, help="coarse head epochs (default: %(default)s)")
+    parser.add_argument("--epochs-coarse", type=int, default=60, help="coarse head epochs (default: %(default)s)")
     parser.add_argument("--gate-input", choices=("lesions", "pooled"), default="lesions",
                         help="what the gate reads: a coarse copy of the decoder's lesion maps, or the pooled backbone "
                              "features (default: %(default)s)")
+    parser.add_argument("--coarse-reads", choices=("pyramid", "deep"), default="pyramid",
+                        help="what the coarse lesion head reads: every backbone stage pooled to its stride-16 grid, "
+                             "or the stride-16 and stride-32 features alone (default: %(default)s)")
+    parser.add_argument("--views", type=int, default=4,
+                        help="read each training photograph as taken and flipped, 1 to 4 views (default: %(default)s)")
     parser.add_argument("--c", type=float, default=0.1,
                         help="inverse L2 strength of the gate's and the grade heads' logistic regressions "
                              "(default: %(default)s)")
@@ -32,7 +37,8 @@ def run(args: argparse.Namespace) -> int:
     from core.train.posthoc import fit_gate
 
     report = fit_gate(args.run, args.out, epochs_coarse=args.epochs_coarse, c=args.c, sensitivity=args.sensitivity,
-                      gate_input=args.gate_input)
+                      gate_input=args.gate_input, coarse_reads=args.coarse_reads,
+                      views=args.views)
     point = report["operating_point"]
     target = args.out or args.run
     print(f"gate fitted on {report['n_train']} training photographs of {report['source']}; on {point['n']} "

@@ -54,7 +54,7 @@ def run_metadata(run: RunDir, config_data: Any, data: Path | None, progress: boo
     """The samples to evaluate: ``data`` if given, else the split the run trained with, else the run's data
     source resolved again (the synthetic demo data is regenerated, deterministically, when missing).
 
-    ``all_labels`` (default: when the run has a lesion grader) gives a run trained on one task's labels
+    ``all_labels`` (default: when the run has a lesion grader or a gate fitted after training) gives a run trained on one task's labels
     (``data.tasks``) the other task's labels of its source too, on the same split: a segmentation-only run with a
     grader grades photographs, and its grades are fitted and scored on the graded ones.
     """
@@ -62,7 +62,7 @@ def run_metadata(run: RunDir, config_data: Any, data: Path | None, progress: boo
         return load_metadata(data)
     metadata = _trained_metadata(run, config_data, progress)
     if all_labels is None:
-        all_labels = run.grader.exists()
+        all_labels = run.grader.exists() or run.gate_report.exists()
     trained = metadata.raw.get("tasks_trained")
     if not all_labels or trained is None or set(trained) >= set(TASKS):
         return metadata

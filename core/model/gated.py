@@ -99,6 +99,7 @@ class GatedMultiTaskModel(nn.Module):
         pooling: str = "avg",
         gate_input: str = "pooled",
         gate_trains_coarse: bool = False,
+        coarse_reads: str = "deep",
         pretrained: str = "none",
         num_lesions: int = NUM_LESIONS,
         num_dr: int = NUM_DR_GRADES,
@@ -109,7 +110,8 @@ class GatedMultiTaskModel(nn.Module):
         self.hparams = dict(backbone=backbone, decoder_channels=tuple(decoder_channels), stem_channels=stem_channels,
                             full_channels=full_channels, gate_hidden=gate_hidden, dropout=dropout,
                             drop_path_rate=drop_path_rate, pooling=pooling, gate_input=gate_input,
-                            gate_trains_coarse=gate_trains_coarse, num_lesions=num_lesions, num_dr=num_dr, num_dme=num_dme)
+                            gate_trains_coarse=gate_trains_coarse, coarse_reads=coarse_reads, num_lesions=num_lesions,
+                            num_dr=num_dr, num_dme=num_dme)
         self.backbone = Backbone(backbone, pretrained_weights, drop_path_rate, pretrained)
         if pooling not in POOLINGS:
             raise ValueError(f"pooling must be one of {', '.join(POOLINGS)}, got {pooling!r}")
@@ -122,7 +124,7 @@ class GatedMultiTaskModel(nn.Module):
         self.coarse: CoarseLesionHead | None = None
         evidence = 0
         if gate_input == "lesions":
-            self.coarse = CoarseLesionHead(self.backbone.channels, num_lesions)
+            self.coarse = CoarseLesionHead(self.backbone.channels, num_lesions, reads=coarse_reads)
             evidence = summary_width(num_lesions)
             self.evidence_norm = RunningStandardize(evidence)  # read by the gate and the classifier alike
             self.gate = Gate(evidence, gate_hidden, dropout, normalize=False)

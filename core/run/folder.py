@@ -69,6 +69,11 @@ class RunDir:
         return self.weights / GRADER_FILE
 
     @property
+    def gate_report(self) -> Path:
+        """What ``python -m core fit-gate`` fitted onto the run (core.train.posthoc), when it did."""
+        return self.weights / "fit-gate.json"
+
+    @property
     def grader_report(self) -> Path:
         return self.weights / "grader.json"
 

@@ -416,7 +416,9 @@ class Trainer:
         state = "stopped" if stop_reason == "stopped" else "finished"
         if self.config.train.fit_grader and self.dist.is_main and state == "finished" and self._learned_lesions():
             self._fit_grader()
-        if (self.config.model.gate_target == "referable" and self.config.train.gate_sensitivity is not None
+        if self.config.train.fit_gate and self.dist.is_main and state == "finished" and self._learned_lesions():
+            self._fit_gate()
+        elif (self.config.model.gate_target == "referable" and self.config.train.gate_sensitivity is not None
                 and self.dist.is_main and state == "finished" and not self.single_task):
             self._choose_gate_threshold()
         self._status(state, progress, error=None, stop_reason=stop_reason, best=progress.best, eta_s=0.0,
@@ -443,6 +445,23 @@ class Trainer:
         log.info("lesion grader fitted on %d graded photographs in %.0f s%s", report["n_train"], time.time() - started,
                  f"; val DR accuracy {val['dr_accuracy']:.3f}, kappa {val['dr_kappa']:.3f}, DME accuracy "
                  f"{val['dme_accuracy']:.3f}, joint {val['joint_accuracy']:.3f}" if val else "")
+
+    def _fit_gate(self) -> None:
+        """The gate and the grade heads fitted onto the best weights (core.train.posthoc); the run then routes."""
+        from core.train.posthoc import fit_gate
+
+        started = time.time()
+        try:
+            report = fit_gate(self.run.path, sensitivity=self.config.train.gate_sensitivity or 0.9,
+                              progress=self.progress_bar)
+        except DataError as error:  # too few photographs with masks or grades: the run stays as trained
+            log.warning("no gate fitted: %s", error)
+            return
+        point = report["operating_point"]
+        log.info("gate fitted on %d photographs in %.0f s: on %d validation photographs ROC AUC %.3f, threshold "
+                 "%.4f, sensitivity %.3f, specificity %.3f, %.0f%% spared the decoder", report["n_train"],
+                 time.time() - started, point["n"], point["roc_auc"], point["threshold"], point["sensitivity"],
+                 point["specificity"], 100 * point["spared_decoder"])
 
     def _choose_gate_threshold(self) -> None:
         """The gate's operating point for sensitivity on the validation split (core.train.operating_point)."""
