@@ -21,7 +21,7 @@ import pytest
 from PIL import Image
 
 from browser_helpers import CHROMIUM, MAIN, VIEWPORT, require_browser, serve
-from conftest import REAL_IDRID
+from conftest import REAL_GRADING, REAL_IDRID
 from studio_helpers import REAL, copy_demo, copy_real
 
 ROOT = Path(__file__).resolve().parents[1]
@@ -160,13 +160,27 @@ def test_every_page_in_chromium(tmp_path: Path) -> None:
                 if real_model:  # a real photograph, predicted by the model trained on real ones
                     assert "run idrid (real IDRiD photographs: 54 with lesion masks" in body, body[-2000:]
                     timings["predict_model"] = "idrid"
-                # The route shown is the run's own gate's, for this real photograph; checkpoints/idrid serves both
-                # experts to every photograph (infer.route: both) and says so
+                # The route shown is the run's own gate's, for this real photograph: both shipped runs route
                 model_run = root / ("idrid" if real_model else "demo")
                 expected = next(iter(_routes(model_run, [photographs[0]])))
                 assert f"Gate: {expected} with confidence" in body, body[:1500]
-                if real_model:
-                    assert "serves both experts to every photograph" in body
+                assert "serves both experts to every photograph" not in body
+                graded = sorted((REAL_GRADING / "B. Disease Grading").rglob("*.jpg"))[:40]
+                if real_model and graded:
+                    # A real photograph the real model's own gate sends to classification: the decoder never ran
+                    real_routes = _routes(root / "idrid", graded)
+                    timings["idrid_routes_found"] = sorted(real_routes)
+                    assert "classification" in real_routes, "the real model's gate segmented every candidate"
+                    timings["idrid_classification_photograph"] = real_routes["classification"].name
+                    real_page = browser.new_page(viewport=VIEWPORT)
+                    real_page.goto(f"{url}/predict")
+                    _upload_and_time(real_page, real_routes["classification"])
+                    _idle(real_page)
+                    text = real_page.locator(MAIN).inner_text()
+                    assert "run idrid (real IDRiD photographs" in text, text[-2000:]
+                    assert "Gate: classification with confidence" in text and "experts run: classification." in text
+                    assert "The lesion decoder did not run." in text, text[:1500]
+                    real_page.close()
                 # A photograph the demo's gate sends to classification never enters the lesion decoder: no
                 # overlay, no lesion table, and the page says so
                 routes = _routes(root / "demo", sorted((ROOT / "data" / "synthetic").rglob("*.jpg"))[:40])
