@@ -2,6 +2,7 @@
 
 from __future__ import annotations
 
+import json
 from pathlib import Path
 
 import numpy as np
@@ -45,7 +46,7 @@ def test_fit_gate_routes_a_lesion_only_run_without_touching_its_lesions(lesion_r
     assert config.infer.gate_threshold == point["threshold"] and 0 < point["threshold"] < 1
     assert config.model.gate_hidden == 0 and report["gate_samples"] == report["n_train"]
     assert config.model.coarse_reads == report["coarse_reads"] == "pyramid"  # every stage, pooled to its grid
-    assert report["views"] == 4  # each photograph also read flipped three ways
+    assert report["views"] == 1  # as taken: the default
 
     old, new = (load_file(str(run / "weights" / "best.safetensors")) for run in (source, gated))
     frozen = [k for k in old if k.startswith(("backbone.", "decoder."))]
@@ -134,12 +135,14 @@ def test_train_fit_gate_gives_a_run_trained_on_masks_alone_its_gate_in_one_comma
         "name": "routed", "data": {"source": "folder", "roots": [str(root)], "image_size": 64,
                                    "cache_dir": str(tmp_path / "cache"), "tasks": ["segmentation"]},
         "model": {"decoder_channels": [32, 16, 16, 8]},
-        "train": {"epochs": 1, "batch_size": 4, "max_steps": 2, "fit_grader": True, "fit_gate": True},
+        "train": {"epochs": 1, "batch_size": 4, "max_steps": 2, "fit_grader": True, "fit_gate": True,
+                  "fit_gate_views": 2},
     })
     Trainer(config, tmp_path / "run", progress_bar=False).fit()
     fitted = load_config(tmp_path / "run" / "config.yaml")
     assert (fitted.model.gate_input, fitted.model.coarse_reads, fitted.infer.route) == ("lesions", "pyramid", "gate")
     assert 0 < fitted.infer.gate_threshold < 1
+    assert json.loads((tmp_path / "run" / "weights" / "fit-gate.json").read_text())["views"] == 2
     assert "gate fitted on" in (tmp_path / "run" / "train.log").read_text()
     predictor = Predictor.from_run(tmp_path / "run")
     assert predictor.default_route() == "gate" and predictor.only_task is None

@@ -453,7 +453,7 @@ class Trainer:
         started = time.time()
         try:
             report = fit_gate(self.run.path, sensitivity=self.config.train.gate_sensitivity or 0.9,
-                              progress=self.progress_bar)
+                              views=self.config.train.fit_gate_views, progress=self.progress_bar)
         except DataError as error:  # too few photographs with masks or grades: the run stays as trained
             log.warning("no gate fitted: %s", error)
             return
