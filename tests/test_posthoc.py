@@ -65,6 +65,7 @@ def test_fit_gate_routes_a_lesion_only_run_without_touching_its_lesions(lesion_r
             assert prediction.ran == ("classification",) and prediction.seg_probs is None
             assert prediction.grades_from == "classification heads"
     assert (gated / "weights" / "fit-gate.json").exists()
+    assert predictor.gradcam(images[0], "dr").max() == pytest.approx(1.0)  # explained through the coarse head
     with pytest.raises(DataError, match="exists"):
         fit_gate(source, gated, progress=False)
 

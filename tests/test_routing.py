@@ -264,3 +264,18 @@ def test_a_run_that_serves_both_experts_says_so_everywhere(tiny_run: Path) -> No
     summary = evaluate_run(tiny_run, "test", progress=False)
     assert summary.routing["route"] == "both" and summary.routing["to_decoder"] == summary.n
     assert summary.routing["graded_only_spared"] == 0
+
+
+def test_a_lesion_gated_grade_reaches_the_features_for_grad_cam_only_when_asked() -> None:
+    """The grade heads read the coarse summary detached (training): Grad-CAM asks for it attached, so that the
+    grade's gradient reaches the stride-16 map through the coarse head (on both shipped runs the map was empty)."""
+    model = GatedMultiTaskModel("convnext_atto", decoder_channels=(16, 16, 8, 8), gate_hidden=0, pooling="avg",
+                                gate_input="lesions", coarse_reads="pyramid").eval()
+    torch.nn.init.normal_(model.classifier.dr_evidence.weight)  # a head that reads the summary
+    torch.nn.init.zeros_(model.classifier.dr.weight)  # and not the pooled features, as fit-gate leaves it
+    with torch.enable_grad():
+        features = model.backbone(torch.randn(1, 3, 64, 64))
+        for detach, reaches in ((True, False), (False, True)):
+            dr, _ = model.classify(features, detach=detach)
+            gradient = torch.autograd.grad(dr[0, 0], features[-2], allow_unused=True, retain_graph=True)[0]
+            assert (gradient is not None and bool(gradient.abs().sum() > 0)) == reaches

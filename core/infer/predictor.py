@@ -481,19 +481,22 @@ class Predictor:
         return np.stack(channels)
 
     def gradcam(self, image: ImageInput, head: str = "dr", target: int | None = None) -> np.ndarray:
-        """Grad-CAM of a grade head on the deepest feature map, as a (h, w) map in [0, 1] on the canvas.
+        """Grad-CAM of a grade head, as a (h, w) map in [0, 1] on the canvas.
 
-        It shows where the evidence for the predicted (or ``target``) grade lies; with multiscale pooling the heads
-        also read shallower stages, which this map does not show.
+        It shows where the evidence for the predicted (or ``target``) grade lies. On the deepest feature map for
+        heads that read the pooled features (with multiscale pooling they also read shallower stages, which this map
+        does not show). Heads that read the coarse lesion summary (``model.gate_input: lesions``, both shipped runs)
+        are explained on the stride-16 map the coarse head draws from, their gradient passing through that head: on
+        the deepest map, with the summary detached as in training, the map was empty.
         """
         if head not in ("dr", "dme"):
             raise ValueError(f"head must be 'dr' or 'dme', not {head!r}")
         tensor = self.prepare(image).tensor
         with self._lock, torch.enable_grad():
             features = self.model.backbone(tensor)
-            deepest = features[-1]
+            deepest = features[-2] if self.model.coarse is not None else features[-1]
             deepest.retain_grad()
-            dr, dme = self.model.classify(features)
+            dr, dme = self.model.classify(features, detach=False)
             logits = dr if head == "dr" else dme
             index = int(logits[0].argmax()) if target is None else int(target)
             self.model.zero_grad(set_to_none=True)

@@ -159,11 +159,12 @@ class GatedMultiTaskModel(nn.Module):
     def pooled_features(self, features: Sequence[torch.Tensor]) -> torch.Tensor:
         return pool(features, self.pooling)
 
-    def heads_input(self, features: Sequence[torch.Tensor]) -> tuple[torch.Tensor, torch.Tensor | None,
-                                                                       torch.Tensor | None]:
+    def heads_input(self, features: Sequence[torch.Tensor], detach: bool = True) -> tuple[
+            torch.Tensor, torch.Tensor | None, torch.Tensor | None]:
         """(pooled features, coarse lesion summary or None, coarse lesion logits or None): what the gate and the
         classifier read. The summary is standardised by its running statistics (``RunningStandardize``) and detached: the gate and the grade heads learn to read the lesion maps, and
-        the maps learn only from masks, so 300 grades cannot bend them into a shortcut (the pooled gate's failure)."""
+        the maps learn only from masks, so 300 grades cannot bend them into a shortcut (the pooled gate's failure).
+        ``detach=False`` lets a grade's gradient reach the features through the coarse head: what Grad-CAM needs."""
         pooled = pool(features, self.pooling)
         if self.coarse is None:
             return pooled, None, None
@@ -174,7 +175,7 @@ class GatedMultiTaskModel(nn.Module):
             # learning through the maximum and top-1% statistics), on features the graded photographs cannot bend
             read = self.coarse([f.detach() for f in features])
         else:
-            read = coarse.detach()
+            read = coarse.detach() if detach else coarse
         return pooled, self.evidence_norm(lesion_summary(read)), coarse
 
     def gate_logits(self, features: Sequence[torch.Tensor]) -> torch.Tensor:
@@ -182,9 +183,9 @@ class GatedMultiTaskModel(nn.Module):
         pooled, summary, _ = self.heads_input(features)
         return self.gate(pooled if summary is None else summary)
 
-    def classify(self, features: Sequence[torch.Tensor]) -> tuple[torch.Tensor, torch.Tensor]:
-        """The classification expert alone on the backbone's features (Grad-CAM)."""
-        pooled, summary, _ = self.heads_input(features)
+    def classify(self, features: Sequence[torch.Tensor], detach: bool = True) -> tuple[torch.Tensor, torch.Tensor]:
+        """The classification expert alone on the backbone's features (Grad-CAM, with ``detach=False``)."""
+        pooled, summary, _ = self.heads_input(features, detach)
         return self.classifier(pooled, summary)
 
     def _routes(self, route: str, gate_logits: torch.Tensor, task: torch.Tensor | None,
