@@ -132,11 +132,29 @@ def test_the_coarse_loss_joins_the_total_only_for_a_model_with_the_head() -> Non
 def test_the_threshold_keeps_the_wanted_sensitivity_on_literal_scores() -> None:
     truth = [True, True, True, True, False, False]
     scores = [0.9, 0.8, 0.3, 0.2, 0.5, 0.1]
-    assert threshold_for_sensitivity(truth, scores, 0.75) == 0.3  # three of four positives at >= 0.3
-    assert threshold_for_sensitivity(truth, scores, 1.0) == 0.2
-    assert threshold_for_sensitivity(truth, scores, 0.5) == 0.8
+    # three of four positives kept down to 0.3; halfway to the next lower score (0.2), so the same samples pass
+    assert threshold_for_sensitivity(truth, scores, 0.75) == pytest.approx(0.25)
+    assert threshold_for_sensitivity(truth, scores, 1.0) == pytest.approx(0.15)
+    assert threshold_for_sensitivity(truth, scores, 0.5) == pytest.approx(0.65)  # the negative at 0.5 stays below
+    assert threshold_for_sensitivity([True, False], [0.1, 0.4], 1.0) == pytest.approx(0.1)  # nothing lower: its own
+    for wanted in (0.5, 0.75, 1.0):
+        threshold = threshold_for_sensitivity(truth, scores, wanted)
+        kept = [v for v, t in zip(scores, truth) if t and v >= threshold]
+        assert len(kept) / 4 >= wanted and not any(v >= threshold for v, t in zip(scores, truth) if not t and v < 0.5)
     with pytest.raises(ValueError, match="no positive"):
         threshold_for_sensitivity([False], [0.3], 0.9)
+
+
+def test_a_photograph_judged_not_referable_is_graded_among_the_grades_that_say_so() -> None:
+    from core.infer.clinical import graded_not_referable, referable_from_grades
+
+    dr, dme = graded_not_referable(np.array([0.1, 0.3, 0.4, 0.1, 0.1]), np.array([0.2, 0.5, 0.3]))
+    assert dr == pytest.approx([0.25, 0.75, 0, 0, 0]) and dme == pytest.approx([1, 0, 0])
+    assert referable_from_grades(dr, dme) == pytest.approx(0.0)
+    nothing, _ = graded_not_referable(np.array([0.0, 0.0, 1.0, 0.0, 0.0]), np.array([0.0, 0.0, 1.0]))
+    assert nothing == pytest.approx([1, 0, 0, 0, 0])  # no mass left among 0-1: grade 0
+    rows, risks = graded_not_referable(np.full((3, 5), 0.2), np.full((3, 3), 1 / 3))
+    assert rows[:, :2] == pytest.approx(np.full((3, 2), 0.5)) and risks[:, 0] == pytest.approx(np.ones(3))
 
 
 def _referable(run: Path) -> Path:
@@ -169,6 +187,11 @@ def test_the_operating_point_is_chosen_on_a_split_and_written_into_the_run(tiny_
     assert ("segmentation" in prediction.ran) == (prediction.task == "segmentation")
     assert prediction.report()["referable_dr"]["source"] == "gate"
     assert prediction.report()["referable_dr"]["operating_point"] == report["threshold"]
+    routed = predictor.predict_many([s.image for s in samples])
+    spared = [p for p in routed if p.task == "classification"]
+    assert len(spared) == round(report["spared_decoder"] * len(samples)) > 0
+    for prediction in spared:  # judged not referable: never graded referable
+        assert prediction.dr_probs[2:].sum() == 0 and prediction.dme_probs[0] == 1
 
 
 def test_a_task_gate_has_no_threshold_for_sensitivity(tiny_run: Path) -> None:
@@ -196,6 +219,8 @@ def test_evaluation_routes_at_the_operating_point_and_the_dashboard_draws_its_ro
     assert first.routing["threshold"] == 0.5 and summary.routing["threshold"] == config["infer"]["gate_threshold"]
     graded_only = [r for r in evaluation.predictions if r["task"] == "classification"]
     assert summary.routing["graded_only_spared"] == sum(r["route"] == "classification" for r in graded_only)
+    spared = [r for r in evaluation.predictions if r["route"] == "classification" and r["dr_pred"] != ""]
+    assert spared and all(int(r["dr_pred"]) <= 1 and int(r["dme_pred"]) == 0 for r in spared)
     roc = gate_roc(evaluation)
     if roc is not None:  # both kinds among the targeted photographs
         assert roc.positive == "referable" and roc.threshold == config["infer"]["gate_threshold"]

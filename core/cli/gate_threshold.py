@@ -10,9 +10,9 @@ def register(subparsers: argparse._SubParsersAction) -> None:
     parser = subparsers.add_parser(
         "gate-threshold", help="choose a referable gate's threshold on p(segmentation) for a sensitivity",
         description="Run the gate of a run trained with model.gate_target: referable on its validation photographs "
-                    "and set infer.gate_threshold in its config.yaml to the highest threshold that still sends the "
-                    "wanted share of referable photographs to the segmentation expert. Training does this itself "
-                    "(train.gate_sensitivity).")
+                    "and set infer.gate_threshold in its config.yaml where it still sends the wanted share of referable "
+                    "photographs to the segmentation expert: halfway between the lowest referable score kept and the "
+                    "next lower score. Training and fit-gate do this themselves (train.gate_sensitivity).")
     parser.add_argument("--run", type=Path, required=True, help="run folder, e.g. checkpoints/idrid")
     parser.add_argument("--sensitivity", type=float, default=0.9, help="wanted sensitivity (default: %(default)s)")
     parser.add_argument("--split", default="val", help="split to choose on (default: %(default)s)")

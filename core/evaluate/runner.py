@@ -224,7 +224,7 @@ def evaluate_run(run_dir: RunDir | Path | str, split: str = "test", data: Path |
             # (when the run has a lesion grader), the classification expert where it sends it there
             segmented = serves_both or rows.chosen(result.gate_probs[row]) == 0
             served = ((dr[row], dme[row], result.grades_from[row]) if segmented
-                      else (head_dr[row], head_dme[row], GRADES_FROM_HEADS))
+                      else (*predictor.served_head_grades(head_dr[row], head_dme[row]), GRADES_FROM_HEADS))
             rows.add(sample, result.gate_probs[row], served, (dr[row], dme[row]), dice)
     lesions = accumulator.summary() if any(s.masks is not None for s in samples) else {}
     summary = _summarise(rows.rows, lesions, samples, split, resolution, run, weights, _served_source(rows.rows),

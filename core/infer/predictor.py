@@ -35,7 +35,8 @@ from core.data.metadata import Sample
 from core.data.preprocess import Geometry, PreprocessConfig, decode_for_canvas, preprocess_image
 from core.errors import ConfigError
 from core.infer.admission import check_fundus_shape, shape_warnings
-from core.infer.clinical import ImpliedDme, LesionStats, implied_dme, lesion_stats, referable_from_grades
+from core.infer.clinical import (ImpliedDme, LesionStats, graded_not_referable, implied_dme, lesion_stats,
+                                 referable_from_grades)
 from core.infer.evidence import EvidenceGrader, lesion_evidence
 from core.infer.tiling import sliding_window
 from core.infer.tta import segment_probs
@@ -328,6 +329,13 @@ class Predictor:
             logits = self.model.gate_logits(self.model.backbone(images.to(self.device)))
         return logits.float().softmax(1).cpu().numpy()
 
+    def served_head_grades(self, dr: np.ndarray, dme: np.ndarray) -> tuple[np.ndarray, np.ndarray]:
+        """The classification expert's grades as served for a photograph the gate sent to it alone: a referable
+        gate judged it not referable, so it is graded among DR 0-1 and DME 0 (``graded_not_referable``)."""
+        if self.config.model.gate_target == "referable" and self.only_task is None:
+            return graded_not_referable(dr, dme)
+        return dr, dme
+
     def default_route(self, both: bool = False) -> str:
         """``both`` when asked or when the run says so (``infer.route: both``), ``oracle`` to the one expert of a
         one-task run (its gate never learned), else the gate's choice at the run's operating point: a photograph it
@@ -368,6 +376,9 @@ class Predictor:
             for row, index in enumerate(output.cls_index.tolist()):
                 dr_rows[index], dme_rows[index], source[index] = dr[row], dme[row], GRADES_FROM_HEADS
         head_dr, head_dme = list(dr_rows), list(dme_rows)
+        if route == "gate" and output.dr_logits is not None:  # the gate sent these to classification alone
+            for index in output.cls_index.tolist():
+                dr_rows[index], dme_rows[index] = self.served_head_grades(dr_rows[index], dme_rows[index])
         if grades and self.grader is not None:  # grades read from the lesions the segmentation expert found
             for index, probs in enumerate(seg_rows):
                 if probs is not None:

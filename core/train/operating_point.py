@@ -1,10 +1,11 @@
 """The gate's operating point (``infer.gate_threshold``), chosen on the validation split for sensitivity.
 
 A referable gate (``model.gate_target: referable``) decides whether a photograph gets the lesion map. Missing a
-referable eye is the dangerous error and a wasted lesion map only costs time, so the threshold on p(segmentation)
-is set where the validation split's referable photographs are found at the wanted sensitivity
-(``train.gate_sensitivity``, 0.9 by default), not at 0.5. The choice is written into the run's config.yaml, which
-the Predictor, ``evaluate``, ``predict`` and the app read, and explained in ``weights/operating_point.json``.
+referable eye is the dangerous error and a wasted lesion map only costs time, so the threshold on p(segmentation) is
+set where the validation split's referable photographs are found at the wanted sensitivity
+(``train.gate_sensitivity``, 0.9 by default), not at 0.5, with the margin ``threshold_for_sensitivity`` leaves. The
+choice is written into the run's config.yaml, which the Predictor, ``evaluate``, ``predict`` and the app read, and
+explained in ``weights/operating_point.json``.
 """
 
 from __future__ import annotations
@@ -59,4 +60,7 @@ def choose_gate_threshold(run_dir: RunDir | Path | str, split: str = "val", sens
         values.setdefault("infer", {})["gate_threshold"] = threshold
         atomic_write_text(run.config, yaml.safe_dump(values, sort_keys=False))
         atomic_write_text(run.operating_point, json.dumps(report, indent=1) + "\n")
+        if run.gate_report.exists():  # fit-gate's record quotes the operating point: keep the two in agreement
+            fitted = json.loads(run.gate_report.read_text(encoding="utf-8"))
+            atomic_write_text(run.gate_report, json.dumps(dict(fitted, operating_point=report), indent=1) + "\n")
     return report
