@@ -88,6 +88,9 @@ class ModelConfig:
     # what the coarse lesion head reads (core.model.coarse): the stride-16 and stride-32 features, or every stage
     # with the shallow ones pooled to its grid (what python -m core fit-gate fits: small lesions live there)
     coarse_reads: Literal["deep", "pyramid"] = "deep"
+    # what the gate and the grade heads read of the coarse maps (core.model.coarse.SUMMARY_STATS): four numbers per
+    # lesion, or ten (what python -m core fit-gate fits: the counts tell a few microaneurysms from many haemorrhages)
+    coarse_summary: Literal["basic", "rich"] = "basic"
 
 
 @dataclass

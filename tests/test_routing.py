@@ -28,12 +28,56 @@ def test_the_summary_reads_each_lesion_map() -> None:
     logits = torch.full((1, len(LESIONS), 10, 10), -20.0)
     logits[0, 1, 2, 3] = 20.0  # one haemorrhage cell: p = 1 there, 0 elsewhere
     logits[0, 2] = 0.0  # exudate map undecided everywhere: p = 0.5
-    summary = lesion_summary(logits).view(len(LESIONS), len(SUMMARY_STATS))
+    summary = lesion_summary(logits).view(len(LESIONS), len(SUMMARY_STATS["basic"]))
     assert summary.shape[0] * summary.shape[1] == summary_width()
     he, ex, ma = summary[1], summary[2], summary[0]
     assert he.tolist() == pytest.approx([1.0, 1.0, 0.01, 0.01], abs=1e-6)  # max, top 1% (1 cell), mean, share
     assert ex.tolist() == pytest.approx([0.5, 0.5, 0.5, 1.0], abs=1e-6)
     assert ma.tolist() == pytest.approx([0.0, 0.0, 0.0, 0.0], abs=1e-6)
+
+
+def test_the_rich_summary_counts_cells_so_few_spots_and_many_differ() -> None:
+    """Three faint microaneurysm cells against thirty haemorrhage cells: the maximum cannot tell them apart, the
+    shares and log-counts above 0.2 and 0.1 can; the top-10 and top-0.1% means read the few brightest."""
+    logits = torch.full((2, len(LESIONS), 40, 50), -20.0)  # 2,000 cells: the top 0.1% is 2 cells, the top 1% 20
+    p = torch.tensor([0.3, 0.6, 0.15])
+    logits[0, 0, 0, :3] = torch.log(p / (1 - p))  # MA: three cells at 0.3, 0.6, 0.15
+    logits[1, 1, :3, :10] = 20.0  # HE: thirty cells at 1
+    rich = lesion_summary(logits, "rich").view(2, len(LESIONS), len(SUMMARY_STATS["rich"]))
+    assert rich.shape[1] * rich.shape[2] == summary_width(kind="rich") == 50
+    stats = dict(zip(SUMMARY_STATS["rich"], rich[0, 0].tolist()))
+    assert stats["max"] == pytest.approx(0.6, abs=1e-5)
+    assert stats["top01pct"] == pytest.approx(0.45, abs=1e-5)  # (0.6 + 0.3) / 2
+    assert stats["top10"] == pytest.approx(1.05 / 10, abs=1e-5)
+    assert stats["top1pct"] == pytest.approx(1.05 / 20, abs=1e-5)
+    assert stats["share50"] == pytest.approx(1 / 2000) and stats["share20"] == pytest.approx(2 / 2000)
+    assert stats["share10"] == pytest.approx(3 / 2000)
+    assert stats["logcount50"] == pytest.approx(np.log1p(1)) and stats["logcount20"] == pytest.approx(np.log1p(2))
+    he = dict(zip(SUMMARY_STATS["rich"], rich[1, 1].tolist()))
+    assert he["max"] == pytest.approx(1.0) and he["top10"] == pytest.approx(1.0) and he["top1pct"] == pytest.approx(1.0)
+    assert he["logcount50"] == pytest.approx(np.log1p(30)) and he["share10"] == pytest.approx(30 / 2000)
+    assert rich[1, 0].abs().max() < 1e-6 and rich[0, 1].abs().max() < 1e-6  # each photograph, each lesion its own
+    # the basic summary is the first four of the rich one
+    assert torch.allclose(lesion_summary(logits).view(2, len(LESIONS), 4), rich[..., :4])
+    with pytest.raises(ValueError, match="basic, rich, not 'fancy'"):
+        lesion_summary(logits, "fancy")
+
+
+def test_a_rich_summary_model_refuses_basic_summary_weights(tmp_path: Path) -> None:
+    from core.run.weights import load_weights, save_weights
+    from core.errors import ConfigError
+
+    basic = _small()
+    torch.manual_seed(0)
+    rich = GatedMultiTaskModel("convnext_atto", decoder_channels=(16, 16, 8, 8), gate_hidden=8,
+                               pooling="multiscale", gate_input="lesions", coarse_summary="rich").eval()
+    assert rich.evidence_norm.mean.shape[0] == 50 and basic.evidence_norm.mean.shape[0] == 20
+    path = tmp_path / "basic.safetensors"
+    save_weights(basic, path, {"gate_input": "lesions", "coarse_summary": "basic"}, torch.float32)
+    with pytest.raises(ConfigError, match="coarse_summary: file 'basic' vs config 'rich'"):
+        load_weights(rich, path, {"gate_input": "lesions", "coarse_summary": "rich"})
+    with pytest.raises(ConfigError, match="do not fit this model"):  # a file that predates the key: shapes catch it
+        load_weights(rich, path, {"gate_input": "lesions"})
 
 
 def test_a_coarse_cell_is_positive_when_any_of_its_pixels_is() -> None:

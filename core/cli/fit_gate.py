@@ -28,8 +28,13 @@ def register(subparsers: argparse._SubParsersAction) -> None:
     parser.add_argument("--views", type=int, default=1,
                         help="views of each training photograph the coarse head learns from: 1 as taken, up to 4 with "
                              "its flips (4 helped the synthetic demo, 1 was best on real IDRiD; default: %(default)s)")
-    parser.add_argument("--c", type=float, default=0.1,
-                        help="inverse L2 strength of the gate's and the grade heads' logistic regressions "
+    parser.add_argument("--summary", choices=("rich", "basic"), default="rich",
+                        help="what the gate and the grade heads read of the coarse maps: ten numbers per lesion (with "
+                             "counts of cells above 0.5 and 0.2) or four (default: %(default)s)")
+    parser.add_argument("--c", type=float, default=1.0,
+                        help="inverse L2 strength of the gate's logistic regression (default: %(default)s)")
+    parser.add_argument("--c-grades", type=float, default=0.1,
+                        help="inverse L2 strength of the DR and DME heads' logistic regressions "
                              "(default: %(default)s)")
     parser.set_defaults(func=run)
 
@@ -39,7 +44,7 @@ def run(args: argparse.Namespace) -> int:
 
     report = fit_gate(args.run, args.out, epochs_coarse=args.epochs_coarse, c=args.c, sensitivity=args.sensitivity,
                       gate_input=args.gate_input, coarse_reads=args.coarse_reads,
-                      views=args.views)
+                      views=args.views, coarse_summary=args.summary, c_grades=args.c_grades)
     point = report["operating_point"]
     target = args.out or args.run
     print(f"gate fitted on {report['n_train']} training photographs of {report['source']}; on {point['n']} "

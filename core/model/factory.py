@@ -14,7 +14,8 @@ def model_signature(config: ModelConfig) -> dict[str, Any]:
     """The settings that decide tensor shapes: a weights file must match them to load."""
     return {"backbone": config.backbone, "decoder_channels": list(config.decoder_channels),
             "gate_hidden": config.gate_hidden, "pooling": config.pooling,
-            "gate_input": config.gate_input, "coarse_reads": config.coarse_reads}
+            "gate_input": config.gate_input, "coarse_reads": config.coarse_reads,
+            "coarse_summary": config.coarse_summary}
 
 
 def build_model(config: ModelConfig, load_pretrained: bool = True) -> GatedMultiTaskModel:
@@ -32,6 +33,7 @@ def build_model(config: ModelConfig, load_pretrained: bool = True) -> GatedMulti
         gate_input=config.gate_input,
         gate_trains_coarse=config.gate_trains_coarse,
         coarse_reads=config.coarse_reads,
+        coarse_summary=config.coarse_summary,
     )
 
 

@@ -100,6 +100,7 @@ class GatedMultiTaskModel(nn.Module):
         gate_input: str = "pooled",
         gate_trains_coarse: bool = False,
         coarse_reads: str = "deep",
+        coarse_summary: str = "basic",
         pretrained: str = "none",
         num_lesions: int = NUM_LESIONS,
         num_dr: int = NUM_DR_GRADES,
@@ -110,7 +111,8 @@ class GatedMultiTaskModel(nn.Module):
         self.hparams = dict(backbone=backbone, decoder_channels=tuple(decoder_channels), stem_channels=stem_channels,
                             full_channels=full_channels, gate_hidden=gate_hidden, dropout=dropout,
                             drop_path_rate=drop_path_rate, pooling=pooling, gate_input=gate_input,
-                            gate_trains_coarse=gate_trains_coarse, coarse_reads=coarse_reads, num_lesions=num_lesions,
+                            gate_trains_coarse=gate_trains_coarse, coarse_reads=coarse_reads,
+                            coarse_summary=coarse_summary, num_lesions=num_lesions,
                             num_dr=num_dr, num_dme=num_dme)
         self.backbone = Backbone(backbone, pretrained_weights, drop_path_rate, pretrained)
         if pooling not in POOLINGS:
@@ -120,12 +122,13 @@ class GatedMultiTaskModel(nn.Module):
             raise ValueError(f"gate_input must be one of {', '.join(GATE_INPUTS)}, got {gate_input!r}")
         self.gate_input = gate_input
         self.gate_trains_coarse = gate_trains_coarse
+        self.coarse_summary = coarse_summary
         pooled_width = self.backbone.channels[-1] if pooling == "avg" else 2 * sum(self.backbone.channels)
         self.coarse: CoarseLesionHead | None = None
         evidence = 0
         if gate_input == "lesions":
             self.coarse = CoarseLesionHead(self.backbone.channels, num_lesions, reads=coarse_reads)
-            evidence = summary_width(num_lesions)
+            evidence = summary_width(num_lesions, coarse_summary)
             self.evidence_norm = RunningStandardize(evidence)  # read by the gate and the classifier alike
             self.gate = Gate(evidence, gate_hidden, dropout, normalize=False)
         else:
@@ -176,7 +179,7 @@ class GatedMultiTaskModel(nn.Module):
             read = self.coarse([f.detach() for f in features])
         else:
             read = coarse.detach() if detach else coarse
-        return pooled, self.evidence_norm(lesion_summary(read)), coarse
+        return pooled, self.evidence_norm(lesion_summary(read, self.coarse_summary)), coarse
 
     def gate_logits(self, features: Sequence[torch.Tensor]) -> torch.Tensor:
         """The gate alone on the backbone's features: no expert runs."""

@@ -153,17 +153,20 @@ def _linear_into(layer: torch.nn.Linear, weight: np.ndarray, bias: np.ndarray) -
         layer.bias.copy_(torch.as_tensor(bias, dtype=layer.bias.dtype))
 
 
-def fit_heads(model: GatedMultiTaskModel, readings: FrozenReadings, c: float = 0.1) -> dict[str, Any]:
+def fit_heads(model: GatedMultiTaskModel, readings: FrozenReadings, c: float = 0.1,
+              c_grades: float | None = None) -> dict[str, Any]:
     """Standardise the summary over the training photographs, then fit the gate (referable) and the grade heads
     (DR, DME) on it as class-balanced logistic regressions (scikit-learn), written into their linear layers.
 
     Linear, and on the summary alone, because that is what generalised here: on checkpoints/idrid's 339 training
     photographs a 64-unit MLP gate reached ROC AUC 0.93 on them and 0.77 on validation, the regression 0.77 and
     0.80; the pooled features overfit grades the same way (docs/training.md). The heads' pooled-feature weights are
-    set to zero, so their grades are a lesion grader of the coarse maps.
+    set to zero, so their grades are a lesion grader of the coarse maps. ``c`` is the gate's inverse L2 strength,
+    ``c_grades`` the grade heads' (``c`` when None).
     """
     with torch.no_grad():
-        summary = lesion_summary(torch.cat([model.coarse.read(part.float()) for part in readings.grid.split(32)]))
+        summary = lesion_summary(torch.cat([model.coarse.read(part.float()) for part in readings.grid.split(32)]),
+                                 model.coarse_summary)
         norm = model.evidence_norm
         norm.mean.copy_(summary.mean(0))
         norm.var.copy_(summary.var(0, unbiased=False))
@@ -178,10 +181,12 @@ def fit_heads(model: GatedMultiTaskModel, readings: FrozenReadings, c: float = 0
     for pooled_layer, evidence_layer, labels, classes in (
             (head.dr, head.dr_evidence, readings.dr, NUM_DR_GRADES),
             (head.dme, head.dme_evidence, readings.dme, NUM_DME_RISKS)):
-        weight, bias = multinomial_logit(standard[graded], labels.numpy()[graded], classes, c)
+        weight, bias = multinomial_logit(standard[graded], labels.numpy()[graded], classes,
+                                         c if c_grades is None else c_grades)
         _linear_into(pooled_layer, np.zeros(tuple(pooled_layer.weight.shape)), bias)
         _linear_into(evidence_layer, weight, np.zeros(classes))
-    return {"gate_samples": int(known.sum()), "graded_samples": int(graded.sum()), "c": c}
+    return {"gate_samples": int(known.sum()), "graded_samples": int(graded.sum()), "c": c,
+            "c_grades": c if c_grades is None else c_grades}
 
 
 def _standardised_logit(x: np.ndarray, labels: np.ndarray, classes: int, c: float) -> tuple[np.ndarray, np.ndarray]:
@@ -194,7 +199,8 @@ def _standardised_logit(x: np.ndarray, labels: np.ndarray, classes: int, c: floa
     return weight, bias - weight @ mean
 
 
-def fit_pooled_heads(model: GatedMultiTaskModel, readings: FrozenReadings, c: float = 0.1) -> dict[str, Any]:
+def fit_pooled_heads(model: GatedMultiTaskModel, readings: FrozenReadings, c: float = 0.1,
+                     c_grades: float | None = None) -> dict[str, Any]:
     """The same fits on the pooled backbone features (``--gate-input pooled``), each head reading them through its
     own LayerNorm: for data whose referable eyes show in the pooled features (the synthetic demo's, where a linear
     probe on them reached ROC AUC 0.8-0.9), not real IDRiD's (0.70 on unseen photographs)."""
@@ -207,8 +213,10 @@ def fit_pooled_heads(model: GatedMultiTaskModel, readings: FrozenReadings, c: fl
     graded = (readings.dr != IGNORE).numpy()
     head = model.classifier
     for layer, labels, classes in ((head.dr, readings.dr, NUM_DR_GRADES), (head.dme, readings.dme, NUM_DME_RISKS)):
-        _linear_into(layer, *_standardised_logit(head_x[graded], labels.numpy()[graded], classes, c))
-    return {"gate_samples": int(known.sum()), "graded_samples": int(graded.sum()), "c": c}
+        _linear_into(layer, *_standardised_logit(head_x[graded], labels.numpy()[graded], classes,
+                                                 c if c_grades is None else c_grades))
+    return {"gate_samples": int(known.sum()), "graded_samples": int(graded.sum()), "c": c,
+            "c_grades": c if c_grades is None else c_grades}
 
 
 def _gated_model(config, source: GatedMultiTaskModel) -> GatedMultiTaskModel:
@@ -224,8 +232,9 @@ def _gated_model(config, source: GatedMultiTaskModel) -> GatedMultiTaskModel:
 
 
 def fit_gate(run_dir: RunDir | Path | str, out: Path | str | None = None, epochs_coarse: int = 60,
-             c: float = 0.1, lr: float = 3e-3, sensitivity: float = 0.9, seed: int = 0, gate_input: str = "lesions",
-             coarse_reads: str = "pyramid", views: int = 1, progress: bool = True) -> dict[str, Any]:
+             c: float = 1.0, lr: float = 3e-3, sensitivity: float = 0.9, seed: int = 0, gate_input: str = "lesions",
+             coarse_reads: str = "pyramid", views: int = 1, progress: bool = True, coarse_summary: str = "rich",
+             c_grades: float | None = 0.1) -> dict[str, Any]:
     """Fit the coarse head, the gate and the classification expert of ``run_dir`` (or of its copy ``out``);
     ``gate_input="pooled"`` fits the gate and the heads on the pooled features instead, without a coarse head."""
     if gate_input not in ("lesions", "pooled"):
@@ -254,21 +263,22 @@ def fit_gate(run_dir: RunDir | Path | str, out: Path | str | None = None, epochs
         run = RunDir.of(out)
     config = load_config(run.config)
     fitted = dict(gate_input=gate_input, gate_target="referable", gate_trains_coarse=False, gate_hidden=0,
-                  coarse_reads=coarse_reads)
+                  coarse_reads=coarse_reads, coarse_summary=coarse_summary)
     model_config = replace(config.model, **fitted)
     model = _gated_model(model_config, predictor.model)
     readings = read_frozen(model, predictor, train, progress, views)
     report: dict[str, Any] = {"source": source.name, "gate_input": gate_input, "n_train": len(train),
-                              "coarse_reads": coarse_reads if gate_input == "lesions" else None, "views": views}
+                              "coarse_reads": coarse_reads if gate_input == "lesions" else None, "views": views,
+                              "coarse_summary": coarse_summary if gate_input == "lesions" else None}
     # the coarse head learns from every view; the regressions see each photograph once, as taken: four copies of it
     # would only weaken their L2 penalty four-fold. (On real IDRiD the views did not help either way: ROC AUC 0.864
     # on validation with the regressions on every view, 0.852 with them on the photographs as taken, 0.886 from one
     # view; on the synthetic demo they did, docs/training.md.)
     if gate_input == "lesions":
         report["coarse_bce"] = fit_coarse_head(model, readings, epochs_coarse, lr, seed, progress)
-        report.update(fit_heads(model, readings.as_taken(len(train)), c))
+        report.update(fit_heads(model, readings.as_taken(len(train)), c, c_grades))
     else:
-        report.update(fit_pooled_heads(model, readings.as_taken(len(train)), c))
+        report.update(fit_pooled_heads(model, readings.as_taken(len(train)), c, c_grades))
     dtype = torch.float16 if config.train.weights_dtype == "float16" else torch.float32
     save_weights(model, run.weights_file("best"), model_signature(model_config), dtype,
                  extra={"fitted": "fit-gate"})
