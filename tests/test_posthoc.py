@@ -13,7 +13,7 @@ from builders import FixtureSpec, make_idrid
 from core.config import config_from_dict, load_config
 from core.errors import DataError
 from core.infer.predictor import Predictor
-from core.train.posthoc import fit_gate
+from core.train.posthoc import GATE_C, fit_gate
 from core.train.trainer import Trainer
 
 
@@ -47,6 +47,9 @@ def test_fit_gate_routes_a_lesion_only_run_without_touching_its_lesions(lesion_r
     assert config.model.gate_hidden == 0 and report["gate_samples"] == report["n_train"]
     assert config.model.coarse_reads == report["coarse_reads"] == "pyramid"  # every stage, pooled to its grid
     assert report["views"] == 1  # as taken: the default
+    # the summary is the run's own (basic: a config that never set it), with the gate's L2 strength for it
+    assert config.model.coarse_summary == report["coarse_summary"] == "basic" and report["c"] == GATE_C["basic"]
+    assert report["c_grades"] == 0.1
 
     old, new = (load_file(str(run / "weights" / "best.safetensors")) for run in (source, gated))
     frozen = [k for k in old if k.startswith(("backbone.", "decoder."))]
@@ -68,6 +71,24 @@ def test_fit_gate_routes_a_lesion_only_run_without_touching_its_lesions(lesion_r
     assert predictor.gradcam(images[0], "dr").max() == pytest.approx(1.0)  # explained through the coarse head
     with pytest.raises(DataError, match="exists"):
         fit_gate(source, gated, progress=False)
+
+
+def test_fit_gate_on_the_rich_summary_writes_a_run_that_loads_and_routes(lesion_run, tmp_path: Path) -> None:
+    """--summary rich: 50 numbers in the weights, the setting in the config, the gate's C for it, and the Predictor
+    rebuilds the same model from the run folder alone."""
+    source, root = lesion_run
+    report = fit_gate(source, tmp_path / "rich", epochs_coarse=2, coarse_summary="rich", progress=False)
+    config = load_config(tmp_path / "rich" / "config.yaml")
+    assert config.model.coarse_summary == report["coarse_summary"] == "rich" and report["c"] == GATE_C["rich"]
+    weights = load_file(str(tmp_path / "rich" / "weights" / "best.safetensors"))
+    assert weights["evidence_norm.mean"].shape == (50,) and weights["gate.mlp.2.weight"].shape == (2, 50)
+    assert weights["classifier.dr_evidence.weight"].shape == (5, 50)
+    predictor = Predictor.from_run(tmp_path / "rich")
+    image = sorted((root / "B. Disease Grading").rglob("*.jpg"))[0]
+    assert predictor.predict(image).ran in (("segmentation",), ("classification",))
+    with pytest.raises(DataError, match="basic or rich, not 'fancy'"):
+        fit_gate(source, tmp_path / "fancy", coarse_summary="fancy", progress=False)
+    assert not (tmp_path / "fancy").exists()  # refused before anything is written
 
 
 def test_the_linear_gate_is_the_logistic_regression_it_was_fitted_as() -> None:

@@ -28,11 +28,12 @@ def register(subparsers: argparse._SubParsersAction) -> None:
     parser.add_argument("--views", type=int, default=1,
                         help="views of each training photograph the coarse head learns from: 1 as taken, up to 4 with "
                              "its flips (4 helped the synthetic demo, 1 was best on real IDRiD; default: %(default)s)")
-    parser.add_argument("--summary", choices=("rich", "basic"), default="rich",
+    parser.add_argument("--summary", choices=("rich", "basic"), default=None,
                         help="what the gate and the grade heads read of the coarse maps: ten numbers per lesion (with "
-                             "counts of cells above 0.5 and 0.2) or four (default: %(default)s)")
-    parser.add_argument("--c", type=float, default=1.0,
-                        help="inverse L2 strength of the gate's logistic regression (default: %(default)s)")
+                             "counts of cells above 0.5 and 0.2) or four (default: the run's model.coarse_summary)")
+    parser.add_argument("--c", type=float, default=None,
+                        help="inverse L2 strength of the gate's logistic regression (default: 1 with the rich "
+                             "summary, 0.1 with the basic one)")
     parser.add_argument("--c-grades", type=float, default=0.1,
                         help="inverse L2 strength of the DR and DME heads' logistic regressions "
                              "(default: %(default)s)")
