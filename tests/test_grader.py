@@ -56,6 +56,18 @@ def test_fit_learns_a_grade_the_evidence_explains_and_survives_its_file(tmp_path
         EvidenceGrader.load(tmp_path / "bad.safetensors")
 
 
+def test_the_grader_keeps_the_grades_priors_where_the_evidence_is_silent() -> None:
+    """The shipped recipe is unweighted (GRADER_BALANCED): a rare grade the evidence cannot tell apart is not
+    predicted for its rarity's sake, as class-balanced weights would (DR 1 is 5% of IDRiD's photographs)."""
+    rng = np.random.default_rng(1)
+    features = rng.normal(size=(400, len(FEATURES)))
+    dr = np.where(rng.random(400) < 0.1, 1, 0)  # grade 1 at random: nothing in the evidence explains it
+    dme = (features[:, 0] > 0).astype(int)
+    unweighted = fit_grader(features, dr, dme).predict_proba(features)[0].argmax(1)
+    balanced = fit_grader(features, dr, dme, balanced=True).predict_proba(features)[0].argmax(1)
+    assert (unweighted == 1).mean() < 0.05 < 0.25 < (balanced == 1).mean()
+
+
 @pytest.mark.slow
 def test_training_fits_the_grader_and_prediction_and_evaluation_use_it(tmp_path: Path) -> None:
     root = make_idrid(tmp_path / "data", FixtureSpec(seg={"train": 6}, grading={"train": 30}))

@@ -86,6 +86,16 @@ def test_fit_gate_on_the_rich_summary_writes_a_run_that_loads_and_routes(lesion_
     predictor = Predictor.from_run(tmp_path / "rich")
     image = sorted((root / "B. Disease Grading").rglob("*.jpg"))[0]
     assert predictor.predict(image).ran in (("segmentation",), ("classification",))
+    # --keep-coarse: the same coarse head, the regressions refitted (here unchanged: the same photographs and C)
+    kept = fit_gate(tmp_path / "rich", tmp_path / "kept", keep_coarse=True, progress=False)
+    again = load_file(str(tmp_path / "kept" / "weights" / "best.safetensors"))
+    assert kept["kept_coarse"] and "coarse_bce" not in kept and kept["coarse_summary"] == "rich"
+    coarse = [k for k in weights if k.startswith("coarse.")]
+    assert coarse and all(np.array_equal(weights[k].numpy(), again[k].numpy()) for k in coarse)
+    assert np.allclose(weights["gate.mlp.2.weight"].float().numpy(), again["gate.mlp.2.weight"].float().numpy(),
+                       atol=0.02)
+    with pytest.raises(DataError, match="no coarse lesion head to keep"):
+        fit_gate(source, tmp_path / "nohead", keep_coarse=True, progress=False)
     with pytest.raises(DataError, match="basic or rich, not 'fancy'"):
         fit_gate(source, tmp_path / "fancy", coarse_summary="fancy", progress=False)
     assert not (tmp_path / "fancy").exists()  # refused before anything is written

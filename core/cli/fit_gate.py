@@ -34,6 +34,9 @@ def register(subparsers: argparse._SubParsersAction) -> None:
     parser.add_argument("--c", type=float, default=None,
                         help="inverse L2 strength of the gate's logistic regression (default: 1 with the rich "
                              "summary, 0.1 with the basic one)")
+    parser.add_argument("--keep-coarse", action="store_true",
+                        help="keep the run's own coarse lesion head and refit only the gate's and the grade heads' "
+                             "regressions (a run fitted by fit-gate before)")
     parser.add_argument("--c-grades", type=float, default=0.1,
                         help="inverse L2 strength of the DR and DME heads' logistic regressions "
                              "(default: %(default)s)")
@@ -45,7 +48,8 @@ def run(args: argparse.Namespace) -> int:
 
     report = fit_gate(args.run, args.out, epochs_coarse=args.epochs_coarse, c=args.c, sensitivity=args.sensitivity,
                       gate_input=args.gate_input, coarse_reads=args.coarse_reads,
-                      views=args.views, coarse_summary=args.summary, c_grades=args.c_grades)
+                      views=args.views, coarse_summary=args.summary, c_grades=args.c_grades,
+                      keep_coarse=args.keep_coarse)
     point = report["operating_point"]
     target = args.out or args.run
     print(f"gate fitted on {report['n_train']} training photographs of {report['source']}; on {point['n']} "
