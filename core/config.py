@@ -101,6 +101,13 @@ class LossConfig:
     entropy_coef: float = 0.01
     bce_pos_weight: list[float] | None = None  # one per lesion, MA HE EX SE OD
     dice: Literal["batch", "image"] = "batch"
+    # the segmentation expert's pixel and overlap terms (core.model.losses): focal and Tversky weigh rare positives
+    # (microaneurysms, haemorrhages) more than BCE and Dice do
+    pixel: Literal["bce", "focal"] = "bce"
+    focal_gamma: float = 2.0
+    overlap: Literal["dice", "tversky"] = "dice"
+    tversky_alpha: float = 0.3  # the weight of false positives
+    tversky_beta: float = 0.7  # the weight of false negatives: above alpha, a missed lesion pixel costs more
     dr_class_weights: list[float] | None = None
     dme_class_weights: list[float] | None = None
     coarse_weight: float = 1.0  # the coarse lesion head's BCE + Dice on max-pooled masks (model.gate_input: lesions)
@@ -321,6 +328,9 @@ def validate(config: Config) -> Config:
         (config.train.gate_sensitivity is None or 0 < config.train.gate_sensitivity <= 1,
          f"train.gate_sensitivity must lie in (0, 1], not {config.train.gate_sensitivity}"),
         (config.loss.coarse_weight >= 0, "loss.coarse_weight must be >= 0"),
+        (config.loss.focal_gamma >= 0, f"loss.focal_gamma must be >= 0, not {config.loss.focal_gamma}"),
+        (min(config.loss.tversky_alpha, config.loss.tversky_beta) >= 0,
+         "loss.tversky_alpha and loss.tversky_beta must be >= 0"),
         (1 <= config.train.fit_gate_views <= 4,
          f"train.fit_gate_views must be 1 to 4 (the photograph and its flips), not {config.train.fit_gate_views}"),
     ]

@@ -8,7 +8,8 @@ from pathlib import Path
 import pytest
 import torch
 
-from core.model import ModelOutput, MultiTaskLoss, bce_loss, combine, entropy, soft_cross_entropy, soft_dice_loss
+from core.model import (ModelOutput, MultiTaskLoss, bce_loss, combine, entropy, soft_cross_entropy, soft_dice_loss,
+                        soft_tversky_loss)
 
 LN2, LN3, LN4, LN5 = math.log(2), math.log(3), math.log(4), math.log(5)
 BIG = 100.0  # sigmoid(+-100) is 1 / 0 to float32 precision
@@ -216,6 +217,89 @@ def test_dice_mode_reaches_the_segmentation_loss(dice: str, expected_dice: float
     batch["mask"][0, 0] = 1
     _, parts = MultiTaskLoss(dice=dice)(out, batch)
     assert parts["seg_dice"] == pytest.approx(expected_dice, abs=1e-5)
+
+
+# --- focal and Tversky (loss.pixel, loss.overlap) ----------------------------------------------------------------
+
+@pytest.mark.parametrize("alpha, beta, expected", [
+    # p 0.5 on 4 pixels, target 1 on the first two: TP 1, FP 1, FN 1, s 1 -> (1 + 0.5) / (1 + a + b + 0.5)
+    (0.5, 0.5, 1 - 1.5 / 2.5),  # Dice: (2 + 1) / (2 + 2 + 1)
+    (0.3, 0.7, 1 - 1.5 / 2.5),  # FP = FN here: only a + b matters
+    (0.2, 0.4, 1 - 1.5 / 2.1),
+])
+def test_tversky_of_a_2x2_mask_with_equal_errors(alpha: float, beta: float, expected: float) -> None:
+    logits = torch.zeros(1, 1, 2, 2)
+    target = torch.tensor([[[[1, 1], [0, 0]]]], dtype=torch.float32)
+    assert soft_tversky_loss(logits, target, alpha, beta).item() == pytest.approx(expected, abs=1e-6)
+
+
+def test_tversky_with_beta_above_alpha_punishes_a_missed_pixel_more_than_a_false_one() -> None:
+    target = torch.tensor([[[[1, 1], [0, 0]]]], dtype=torch.float32)
+    missed = _logit([[1, 0], [0, 0]]).view(1, 1, 2, 2)  # TP 1, FN 1, FP 0
+    false = _logit([[1, 1], [1, 0]]).view(1, 1, 2, 2)  # TP 2, FP 1, FN 0
+    for name, prediction, expected in (("missed", missed, 1 - 1.5 / (1 + 0.7 + 0.5)),
+                                       ("false", false, 1 - 2.5 / (2 + 0.3 + 0.5))):
+        assert soft_tversky_loss(prediction, target, 0.3, 0.7).item() == pytest.approx(expected, abs=1e-6), name
+    # the same two errors under Dice: (2 * 1 + 1) / (1 + 2 + 1) = 3/4 and (2 * 2 + 1) / (3 + 2 + 1) = 5/6
+    assert soft_dice_loss(missed, target).item() == pytest.approx(1 - 3 / 4, abs=1e-6)
+    assert soft_dice_loss(false, target).item() == pytest.approx(1 - 5 / 6, abs=1e-6)
+
+
+def test_dice_is_tversky_at_one_half_with_channel_masks_and_both_modes() -> None:
+    generator = torch.Generator().manual_seed(0)
+    logits = torch.randn(3, 5, 4, 4, generator=generator)
+    target = (torch.rand(3, 5, 4, 4, generator=generator) > 0.8).float()
+    channels = torch.tensor([[1, 1, 1, 1, 0], [1, 0, 1, 1, 1], [1, 1, 1, 1, 1]], dtype=torch.bool)
+    for mode in ("batch", "image"):
+        assert soft_tversky_loss(logits, target, 0.5, 0.5, mode, 1.0, channels).item() == pytest.approx(
+            soft_dice_loss(logits, target, mode, 1.0, channels).item(), abs=1e-6)
+
+
+@pytest.mark.parametrize("p, t, gamma, expected", [
+    (0.5, 1, 2.0, 0.25 * LN2),  # (1 - 0.5)^2 ln 2
+    (0.9, 0, 2.0, 0.81 * math.log(10)),  # a confident false positive keeps most of its loss
+    (0.1, 0, 2.0, 0.01 * math.log(10 / 9)),  # an easy background pixel loses 99% of it
+    (0.1, 0, 0.0, math.log(10 / 9)),  # gamma 0 is BCE
+])
+def test_focal_loss_of_one_pixel(p: float, t: int, gamma: float, expected: float) -> None:
+    logits = _logit([[p]]).view(1, 1, 1, 1)
+    target = torch.tensor([[[[t]]]], dtype=torch.float32)
+    assert bce_loss(logits, target, gamma=gamma).item() == pytest.approx(expected, rel=1e-5)
+
+
+def test_focal_loss_keeps_the_positive_weight_and_the_channel_mask() -> None:
+    logits = torch.zeros(1, 2, 1, 2)  # p 0.5 everywhere: (1 - p_t)^2 = 1/4 on every pixel
+    target = torch.tensor([[[[1, 0]], [[1, 0]]]], dtype=torch.float32)
+    pos_weight = torch.tensor([3.0, 1.0])
+    only_first = torch.tensor([[True, False]])
+    # channel 0 alone: pixels (3 ln 2 + ln 2) / 4, over its 2 pixels
+    assert bce_loss(logits, target, pos_weight, only_first, gamma=2.0).item() == pytest.approx(
+        (3 * LN2 + LN2) / 4 / 2, abs=1e-6)
+
+
+@pytest.mark.parametrize("kwargs, expected_bce, expected_dice", [
+    ({}, LN2, None),
+    ({"pixel": "focal", "focal_gamma": 2.0}, LN2 / 4, None),
+    ({"overlap": "tversky", "tversky_alpha": 0.0, "tversky_beta": 1.0}, LN2, "tversky"),
+])
+def test_the_loss_switches_reach_the_segmentation_loss_only(kwargs: dict, expected_bce: float,
+                                                           expected_dice: str | None) -> None:
+    out = _output([[0.0, 0.0]], [[1, 0]], seg_logits=torch.zeros(1, 5, 2, 2))
+    batch = _batch([[1, 0]], [True], [-100], [-100])
+    batch["mask"][0, 0] = 1  # MA all positive, the other channels empty; p 0.5 everywhere
+    _, parts = MultiTaskLoss(**kwargs)(out, batch)
+    assert parts["seg_bce"] == pytest.approx(expected_bce, abs=1e-6)
+    # Dice: MA (2*2 + 1) / (2 + 4 + 1) = 5/7, empty (0 + 1) / (2 + 1) = 1/3; Tversky a 0 b 1: MA (2 + .5) / (2 + 2
+    # + .5) = 5/9 (only its 2 missed units count), empty channels (0 + .5) / (0 + .5) = 1 (false positives are free)
+    dice = 1 - (5 / 7 + 4 / 3) / 5 if expected_dice is None else 1 - (5 / 9 + 4) / 5
+    assert parts["seg_dice"] == pytest.approx(dice, abs=1e-5)
+
+
+@pytest.mark.parametrize("kwargs", [{"pixel": "dice"}, {"overlap": "bce"}, {"focal_gamma": -1.0},
+                                    {"tversky_beta": -0.1}])
+def test_the_loss_switches_refuse_unknown_values(kwargs: dict) -> None:
+    with pytest.raises(ValueError):
+        MultiTaskLoss(**kwargs)
 
 
 def test_samples_without_masks_or_labels_teach_only_the_gate() -> None:

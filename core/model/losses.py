@@ -8,7 +8,12 @@ Parts (``L`` is each part's loss, averaged over the samples it applies to):
   ``1 - mean_c (2 sum(p t) + s) / (sum p + sum t + s)``, the sums taken per channel over the whole sub-batch
   (``dice="batch"``, default) or per image and then averaged (``dice="image"``). Batch Dice suits rare lesions: an
   image without soft exudates gives per-image Dice 1 or ~0 for a few stray pixels, a noisy signal, while pooled
-  over the batch the rare positives count. ``s = 1``.
+  over the batch the rare positives count. ``s = 1``. Two switches trade these for terms that weigh rare positives
+  more (issue 19's small lesions): ``pixel="focal"`` multiplies each pixel's BCE by ``(1 - p_t)^gamma`` (Lin et al.
+  2017; ``p_t`` the probability given to the true class), so the millions of easy background pixels stop drowning
+  the few lesion pixels; ``overlap="tversky"`` replaces Dice by ``1 - (TP + s/2) / (TP + a FP + b FN + s/2)`` with
+  soft counts (Salehi et al. 2017), and ``b > a`` makes a missed lesion pixel cost more than a false one (``a = b =
+  0.5`` is Dice exactly). The logged names stay ``seg_bce`` and ``seg_dice`` (the pixel and the overlap term).
 - ``cls = dr + dme``: cross-entropy with ``ignore_index=-100`` over the samples routed to the classification head,
   each term present only if some of its labels are valid; optional class weights.
 - ``gate = gate_ce + entropy_coef * gate_entropy``. ``gate_ce`` is soft-target cross-entropy against the task
@@ -45,14 +50,19 @@ from core.model.gated import ModelOutput
 from core.vocabulary import IGNORE_INDEX, NUM_DME_RISKS, NUM_DR_GRADES, NUM_LESIONS
 
 DiceMode = Literal["batch", "image"]
+PixelLoss = Literal["bce", "focal"]
+OverlapLoss = Literal["dice", "tversky"]
 
 
-def soft_dice_loss(logits: torch.Tensor, target: torch.Tensor, mode: DiceMode = "batch",
-                   smooth: float = 1.0, channels: torch.Tensor | None = None) -> torch.Tensor:
-    """1 - mean soft Dice over channels (and images for ``mode="image"``); logits and target (n, C, H, W).
+def soft_tversky_loss(logits: torch.Tensor, target: torch.Tensor, alpha: float = 0.5, beta: float = 0.5,
+                      mode: DiceMode = "batch", smooth: float = 1.0,
+                      channels: torch.Tensor | None = None) -> torch.Tensor:
+    """1 - mean soft Tversky index over channels (and images for ``mode="image"``); logits and target (n, C, H, W).
 
-    ``channels`` (n, C) bool marks the (image, channel) pairs that carry a label; the others are left out of the
-    sums, and a channel (or pair) without any label is left out of the mean.
+    ``alpha`` weighs the false positives, ``beta`` the false negatives; 0.5 and 0.5 is soft Dice. ``channels`` (n, C)
+    bool marks the (image, channel) pairs that carry a label; the others are left out of the sums, and a channel (or
+    pair) without any label is left out of the mean. Written here rather than taken from MONAI or
+    segmentation_models_pytorch: neither pools over the batch while leaving out unlabelled (image, channel) pairs.
     """
     probs = logits.float().sigmoid()
     target = target.float()
@@ -60,26 +70,42 @@ def soft_dice_loss(logits: torch.Tensor, target: torch.Tensor, mode: DiceMode = 
         weight = channels.float()[:, :, None, None]
         probs, target = probs * weight, target * weight
     dims = (0, 2, 3) if mode == "batch" else (2, 3)
-    intersection = (probs * target).sum(dims)
-    denominator = probs.sum(dims) + target.sum(dims)
-    dice = (2 * intersection + smooth) / (denominator + smooth)
+    true_positive = (probs * target).sum(dims)
+    false_positive = probs.sum(dims) - true_positive
+    false_negative = target.sum(dims) - true_positive
+    index = (true_positive + smooth / 2) / (true_positive + alpha * false_positive + beta * false_negative
+                                            + smooth / 2)
     if channels is None:
-        return 1 - dice.mean()
+        return 1 - index.mean()
     labelled = channels.any(0) if mode == "batch" else channels
-    return 1 - dice[labelled].mean() if bool(labelled.any()) else logits.float().sum() * 0.0
+    return 1 - index[labelled].mean() if bool(labelled.any()) else logits.float().sum() * 0.0
+
+
+def soft_dice_loss(logits: torch.Tensor, target: torch.Tensor, mode: DiceMode = "batch",
+                   smooth: float = 1.0, channels: torch.Tensor | None = None) -> torch.Tensor:
+    """1 - mean soft Dice, ``1 - (2 sum(p t) + s) / (sum p + sum t + s)``: the Tversky loss at 0.5 and 0.5."""
+    return soft_tversky_loss(logits, target, 0.5, 0.5, mode, smooth, channels)
 
 
 def bce_loss(logits: torch.Tensor, target: torch.Tensor, pos_weight: torch.Tensor | None = None,
-             channels: torch.Tensor | None = None) -> torch.Tensor:
+             channels: torch.Tensor | None = None, gamma: float = 0.0) -> torch.Tensor:
     """Mean BCE over every labelled pixel and channel; ``pos_weight`` (C,) scales each lesion's positive pixels,
-    ``channels`` (n, C) bool leaves out the (image, channel) pairs without a label."""
+    ``channels`` (n, C) bool leaves out the (image, channel) pairs without a label, and ``gamma > 0`` makes it the
+    focal loss (each pixel's term times ``(1 - p_t)^gamma``; torchvision's ``sigmoid_focal_loss`` computes the
+    same factor, but takes one alpha for all channels instead of a positive weight per lesion)."""
     weight = None if pos_weight is None else pos_weight.to(logits.device).view(1, -1, 1, 1)
+    logits, target = logits.float(), target.float()
+    if channels is None and gamma == 0:
+        return F.binary_cross_entropy_with_logits(logits, target, pos_weight=weight)
+    per_pixel = F.binary_cross_entropy_with_logits(logits, target, pos_weight=weight, reduction="none")
+    if gamma > 0:
+        probs = logits.sigmoid()
+        p_true = probs * target + (1 - probs) * (1 - target)
+        per_pixel = per_pixel * (1 - p_true).pow(gamma)
     if channels is None:
-        return F.binary_cross_entropy_with_logits(logits.float(), target.float(), pos_weight=weight)
+        return per_pixel.mean()
     mask = channels.float()[:, :, None, None].expand_as(logits)
-    total = F.binary_cross_entropy_with_logits(logits.float(), target.float(), weight=mask, pos_weight=weight,
-                                               reduction="sum")
-    return total / mask.sum().clamp_min(1.0)
+    return (per_pixel * mask).sum() / mask.sum().clamp_min(1.0)
 
 
 def soft_cross_entropy(logits: torch.Tensor, target: torch.Tensor) -> torch.Tensor:
@@ -126,6 +152,11 @@ class MultiTaskLoss(nn.Module):
         coarse_weight: float = 1.0,
         gate_class_weights: Sequence[float] | None = None,
         dice_smooth: float = 1.0,
+        pixel: PixelLoss = "bce",
+        focal_gamma: float = 2.0,
+        overlap: OverlapLoss = "dice",
+        tversky_alpha: float = 0.3,
+        tversky_beta: float = 0.7,
         num_lesions: int = NUM_LESIONS,
         num_dr: int = NUM_DR_GRADES,
         num_dme: int = NUM_DME_RISKS,
@@ -137,7 +168,15 @@ class MultiTaskLoss(nn.Module):
                    "coarse": float(coarse_weight)}
         if any(w < 0 for w in weights.values()):
             raise ValueError(f"loss weights must be >= 0, got {weights}")
+        if pixel not in ("bce", "focal") or overlap not in ("dice", "tversky"):
+            raise ValueError(f"pixel must be 'bce' or 'focal' and overlap 'dice' or 'tversky', got {pixel!r}, "
+                             f"{overlap!r}")
+        if focal_gamma < 0 or min(tversky_alpha, tversky_beta) < 0:
+            raise ValueError("focal_gamma, tversky_alpha and tversky_beta must be >= 0")
         self.weights = weights
+        # the segmentation expert's terms (the coarse head keeps BCE + Dice: its cells are positive far more often)
+        self.focal_gamma = float(focal_gamma) if pixel == "focal" else 0.0
+        self.overlap_weights = (float(tversky_alpha), float(tversky_beta)) if overlap == "tversky" else (0.5, 0.5)
         self.entropy_coef = float(entropy_coef)
         self.dice = dice
         self.dice_smooth = float(dice_smooth)
@@ -169,8 +208,8 @@ class MultiTaskLoss(nn.Module):
         channels = batch.get("mask_channels")
         if channels is not None:
             channels = channels.to(index.device).bool().index_select(0, index)[valid].to(logits.device)
-        bce = bce_loss(logits, target, self.bce_pos_weight, channels)
-        dice = soft_dice_loss(logits, target, self.dice, self.dice_smooth, channels)
+        bce = bce_loss(logits, target, self.bce_pos_weight, channels, self.focal_gamma)
+        dice = soft_tversky_loss(logits, target, *self.overlap_weights, self.dice, self.dice_smooth, channels)
         return {"seg_bce": bce, "seg_dice": dice, "seg": bce + dice}, int(valid.sum())
 
     def coarse(self, output: ModelOutput, batch: Mapping[str, Any]) -> dict[str, torch.Tensor]:
