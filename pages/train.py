@@ -134,6 +134,8 @@ def show_progress(path) -> None:
     st.progress(progress["fraction"])
     if info.error and info.state in ("failed", "interrupted", "no status"):
         st.error(info.error)
+    if info.status.get("budget_warning") and info.state in ("pending", "running"):
+        st.warning(info.status["budget_warning"], icon=":material/timer:")
     if info.active:
         if st.button("Stop", key=f"stop_{info.name}", icon=":material/stop_circle:",
                      help="SIGTERM: the trainer finishes its step, saves and marks the run stopped."):

@@ -186,6 +186,52 @@ def test_max_minutes_stops_cleanly_and_the_run_resumes(tmp_path: Path, tiny_root
     assert status["state"] == "finished" and status["step"] == 6 and status["stop_reason"] is None
 
 
+@pytest.mark.parametrize("elapsed, done, total, pace, minutes, reach", [
+    (120.0, 100, 1000, 2.0, 25, 790),  # 120 s + 900 x 2 s = 32 min > 25: (1500 - 120) / 2 = 690 more steps
+    (0.0, 0, 60, 60.0, 30, 30),
+])
+def test_budget_shortfall_says_where_the_budget_cuts_the_schedule(elapsed: float, done: int, total: int,
+                                                                 pace: float, minutes: float, reach: int) -> None:
+    from core.train.schedule import budget_shortfall
+
+    warning = budget_shortfall(elapsed, done, total, pace, minutes)
+    assert warning is not None and f"near step {reach}," in warning and f"train.max_minutes {minutes:g}" in warning
+
+
+@pytest.mark.parametrize("elapsed, done, total, pace, minutes", [
+    (120.0, 100, 1000, 1.5, 25),  # 120 + 1350 s = 24.5 min: it fits
+    (120.0, 100, 1000, 2.0, None),  # no budget
+    (120.0, 1000, 1000, 2.0, 1),  # done
+])
+def test_budget_shortfall_is_silent_when_the_schedule_fits(elapsed: float, done: int, total: int, pace: float,
+                                                           minutes: float | None) -> None:
+    from core.train.schedule import budget_shortfall
+
+    assert budget_shortfall(elapsed, done, total, pace, minutes) is None
+
+
+def test_the_trainer_warns_once_after_its_second_epoch_when_the_budget_will_cut_it(
+        tmp_path: Path, tiny_root: Path, monkeypatch: pytest.MonkeyPatch) -> None:
+    """The real forecast, asked with a budget of almost nothing (the run's own, 600 minutes, never stops it)."""
+    from core.config import load_config
+    from core.train import schedule, trainer
+
+    calls = []
+
+    def forecast(elapsed: float, done: int, total: int, pace: float, minutes: float | None) -> str | None:
+        calls.append((done, total, minutes))
+        return schedule.budget_shortfall(elapsed, done, total, pace, 1e-6)
+
+    monkeypatch.setattr(trainer, "budget_shortfall", forecast)
+    out = tmp_path / "run"
+    trainer.Trainer(load_config(_config(tmp_path, tiny_root, epochs=3, max_minutes=600)), out,
+                    progress_bar=False).fit()
+    assert calls == [(6, 9, 600)]  # once, after epoch 2 of 3 steps each: epoch 1 also built the cache
+    status = json.loads(RunDir(out).status.read_text())
+    assert status["state"] == "finished" and "the schedule of 9 steps" in status["budget_warning"]
+    assert status["budget_warning"] in RunDir(out).console.read_text()
+
+
 def test_sigterm_stops_with_a_resumable_run(tmp_path: Path, tiny_root: Path) -> None:
     """What the Train page's Stop does to the training process: it ends at the next step, saves and says so."""
     import signal

@@ -41,7 +41,7 @@ from core.run.weights import save_weights
 from core.run.folder import RunDir
 from core.run.logs import append_jsonl, truncate_jsonl
 from core.run.status import write_status
-from core.train.schedule import warmup_cosine
+from core.train.schedule import budget_shortfall, warmup_cosine
 from core.train.selection import is_better
 from core.train.validation import LossMeter, OutcomeMeter, score
 from core.vocabulary import TASKS
@@ -101,6 +101,7 @@ class Trainer:
         self.overwrite = overwrite
         self.progress_bar = progress_bar
         self.stop_requested = False
+        self.budget_checked = False
         self.started = time.time()
 
     # -- set-up ----------------------------------------------------------------------------------------------
@@ -388,7 +389,8 @@ class Trainer:
             torch.set_num_threads(train.threads)
         if self.dist.is_main:
             atomic_write_text(self.run.config, self.config.to_yaml())
-            write_status(self.run, state="pending", error=None, pid=os.getpid(), started=self.started)
+            write_status(self.run, state="pending", error=None, pid=os.getpid(), started=self.started,
+                         budget_warning=None)
         backbone_normalization(self.config.model.backbone)  # an unknown backbone fails before any data work
         metadata = self._metadata()
         require_samples(metadata, "train")
@@ -484,6 +486,7 @@ class Trainer:
         meter.sums.update(progress.train_sums)
         outcomes_sums = dict(progress.outcome_sums)
         loader = self._loader(progress.epoch, progress.step_in_epoch)
+        steps_before = progress.step
         bar = tqdm(loader, total=self.steps_per_epoch, initial=progress.step_in_epoch, leave=False,
                    desc=f"epoch {progress.epoch + 1}/{train.epochs}", disable=not (self.progress_bar and self.dist.is_main),
                    dynamic_ncols=True)
@@ -534,7 +537,23 @@ class Trainer:
         progress.elapsed_s += time.time() - self.segment_started
         self.segment_started = time.time()
         self._save_state(progress)
+        if finished:
+            self._check_budget(progress, time.time() - epoch_started, progress.step - steps_before)
         return record, stop_reason
+
+    def _check_budget(self, progress: Progress, epoch_seconds: float, epoch_steps: int) -> None:
+        """Warn once if train.max_minutes will cut the schedule, at the pace of a whole epoch (validation
+        included); the first of several epochs is left out: it also builds the preprocessing cache."""
+        if self.budget_checked or not self.dist.is_main or epoch_steps <= 0:
+            return
+        if progress.epoch == 1 and self.config.train.epochs > 1 and not self.resume:
+            return
+        self.budget_checked = True
+        warning = budget_shortfall(progress.elapsed_s, progress.step, self.total_steps,
+                                   epoch_seconds / epoch_steps, self.config.train.max_minutes)
+        if warning:
+            log.warning(warning)
+            write_status(self.run, budget_warning=warning)
 
 
 def format_epoch(record: dict[str, Any]) -> str:
