@@ -26,9 +26,9 @@ def budget_shortfall(elapsed_s: float, steps_done: int, total_steps: int, second
                      max_minutes: float | None) -> str | None:
     """A warning when, at this pace, ``train.max_minutes`` will stop the run before its schedule ends, else None.
 
-    The safety stop is sized for the machine a config was measured on; a slower CPU (one without AVX-512 runs
-    convnext_atto two to three times slower) would cut the run before the cosine's cool-down, and such a run learns
-    less than its steps would with the learning rate decayed. Said once, early, it leaves the user time to act.
+    The safety stop is sized for the machine a config was measured on; a slower CPU (two 2-core machines of this
+    workplace differed by 2.3x a step) would cut the run before the cosine's cool-down, and such a run learns less
+    than its steps would with the learning rate decayed. Said once, early, it leaves the user time to act.
     """
     if max_minutes is None or steps_done >= total_steps or seconds_per_step <= 0:
         return None
