@@ -146,6 +146,13 @@ class TrainConfig:
     # After training a run with model.gate_target: referable, set infer.gate_threshold to the highest threshold
     # that keeps this sensitivity for referable photographs on the validation split (None: leave it at 0.5).
     gate_sensitivity: float | None = 0.9
+    # Semi-supervised lesion maps (core.train.consistency): the weight of a mean teacher's consistency loss on the
+    # training photographs without masks (0: off), the share of the steps over which that weight ramps up, the
+    # teacher's EMA decay, and the photographs without masks drawn per step (None: train.batch_size).
+    consistency: float = 0.0
+    consistency_ramp: float = 0.3
+    ema_decay: float = 0.99
+    unlabeled_batch: int | None = None
 
 
 @dataclass
@@ -333,6 +340,12 @@ def validate(config: Config) -> Config:
          "loss.tversky_alpha and loss.tversky_beta must be >= 0"),
         (1 <= config.train.fit_gate_views <= 4,
          f"train.fit_gate_views must be 1 to 4 (the photograph and its flips), not {config.train.fit_gate_views}"),
+        (config.train.consistency >= 0, f"train.consistency must be >= 0 (0: off), not {config.train.consistency}"),
+        (0 <= config.train.consistency_ramp <= 1,
+         f"train.consistency_ramp must lie in [0, 1] (a share of the steps), not {config.train.consistency_ramp}"),
+        (0 < config.train.ema_decay < 1, f"train.ema_decay must lie strictly between 0 and 1, not {config.train.ema_decay}"),
+        (config.train.unlabeled_batch is None or config.train.unlabeled_batch >= 1,
+         f"train.unlabeled_batch must be at least 1, not {config.train.unlabeled_batch}"),
     ]
     for ok, message in checks:
         if not ok:

@@ -15,7 +15,7 @@ from pathlib import Path
 from core import project_root
 from core.config import DataConfig, SynthConfig
 from core.data.idrid import read_idrid
-from core.data.metadata import Metadata, build_metadata, load_metadata, only_tasks, parse_metadata
+from core.data.metadata import Metadata, Sample, build_metadata, load_metadata, only_tasks, parse_metadata
 from core.errors import DataError
 from core.vocabulary import TASKS
 
@@ -80,6 +80,13 @@ def resolve_metadata(config: DataConfig, progress: bool = True) -> Metadata:
         return metadata
     return parse_metadata(only_tasks(metadata.raw, config.tasks), where=f"{describe_source(config)} "
                           f"({' and '.join(config.tasks)} labels only)")
+
+
+def unlabeled_samples(config: DataConfig, progress: bool = False) -> list[Sample]:
+    """The training photographs of the source that have no masks, whatever ``config.tasks`` keeps: what the
+    semi-supervised consistency loss learns from (core.train.consistency). The split is the source's own, so none of
+    them is a validation or test photograph, nor a twin of one."""
+    return [s for s in _resolve(config, progress).split("train") if s.masks is None]
 
 
 def describe_source(config: DataConfig) -> str:

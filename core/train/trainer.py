@@ -14,6 +14,7 @@ import os
 import signal
 import sys
 import time
+from collections.abc import Iterator
 from dataclasses import dataclass, field
 from pathlib import Path
 from typing import Any
@@ -30,7 +31,7 @@ from core.data.dataset import IdridDataset, collate
 from core.data.metadata import Metadata, load_metadata, write_metadata
 from core.data.preprocess import PreprocessConfig
 from core.data.sampling import DistributedWeightedSampler, balanced_gate_weights, weighted_sampler
-from core.data.sources import describe, require_samples, resolve_metadata
+from core.data.sources import describe, describe_source, require_samples, resolve_metadata, unlabeled_samples
 from core.errors import ConfigError, DataError, StudioError
 from core.fileio import atomic_write_text
 from core.model.backbone import backbone_normalization
@@ -41,6 +42,7 @@ from core.run.weights import save_weights
 from core.run.folder import RunDir
 from core.run.logs import append_jsonl, truncate_jsonl
 from core.run.status import write_status
+from core.train.consistency import MeanTeacher, consistency_loss, consistency_ramp, photometric_perturbation
 from core.train.schedule import budget_shortfall, warmup_cosine
 from core.train.selection import is_better
 from core.train.validation import LossMeter, OutcomeMeter, score
@@ -154,6 +156,15 @@ class Trainer:
         self.train_set = IdridDataset(metadata.split("train"), preprocess, mean, std, cache, augment,
                                       seed=self.config.train.seed, crops=crops, gate_target=target)
         self.val_set = IdridDataset(metadata.split("val"), preprocess, mean, std, cache, None, gate_target=target)
+        self.unlabeled_set = None
+        if self.config.train.consistency > 0:
+            pool = unlabeled_samples(data)
+            if not pool:
+                raise ConfigError(f"train.consistency {self.config.train.consistency} learns from training "
+                                  f"photographs without masks, and {describe_source(data)} has none in its train split: "
+                                  "set train.consistency=0 or add graded photographs")
+            self.unlabeled_set = IdridDataset(pool, preprocess, mean, std, cache, augment,
+                                              seed=self.config.train.seed + 1, gate_target=target)
         self.samples_per_epoch = data.samples_per_epoch or len(self.train_set)
         if self.dist.enabled:
             self.sampler = DistributedWeightedSampler(self.train_set.samples, self.dist.world_size, self.dist.rank,
@@ -187,6 +198,20 @@ class Trainer:
                           persistent_workers=False, pin_memory=self.device.type == "cuda",
                           generator=torch.Generator().manual_seed(epoch))
 
+    def _unlabeled_loader(self, epoch: int, skip_batches: int) -> Iterator[dict[str, Any]] | None:
+        """This epoch's batches of photographs without masks, one per training step, drawn with replacement as a
+        pure function of (seed, epoch) so that a resumed run sees the same ones."""
+        if self.unlabeled_set is None:
+            return None
+        size = self.config.train.unlabeled_batch or self.config.train.batch_size
+        generator = torch.Generator().manual_seed(self.config.train.seed * 1_000_003 + epoch + 7)
+        indices = torch.randint(len(self.unlabeled_set), (self.steps_per_epoch * size,), generator=generator).tolist()
+        batches = [indices[i : i + size] for i in range(0, len(indices), size)][skip_batches:]
+        self.unlabeled_set.set_epoch(epoch)
+        return iter(DataLoader(self.unlabeled_set, batch_sampler=batches, collate_fn=collate,
+                               num_workers=self.config.data.workers, persistent_workers=False,
+                               generator=torch.Generator().manual_seed(epoch)))
+
     def _model(self) -> None:
         train = self.config.train
         model = build_model(self.config.model).to(self.device)
@@ -212,6 +237,12 @@ class Trainer:
         self.optimizer = torch.optim.AdamW([{"params": decay, "weight_decay": train.weight_decay},
                                             {"params": no_decay, "weight_decay": 0.0}], lr=train.lr)
         self.scheduler = warmup_cosine(self.optimizer, self.total_steps, int(train.warmup_fraction * self.total_steps))
+        self.teacher = MeanTeacher(model, train.ema_decay) if self.unlabeled_set is not None else None
+        if self.teacher is not None:
+            log.info("semi-supervised: %d training photographs without masks, %d a step, consistency weight %g "
+                     "(ramped up over %.0f%% of the steps), teacher EMA decay %g", len(self.unlabeled_set),
+                     train.unlabeled_batch or train.batch_size, train.consistency, 100 * train.consistency_ramp,
+                     train.ema_decay)
         self.ddp_model: torch.nn.Module = model
         if self.dist.enabled:
             ids = [self.device.index] if self.device.type == "cuda" else None
@@ -227,6 +258,11 @@ class Trainer:
         self.optimizer.load_state_dict(state["optimizer"])
         self.scheduler.load_state_dict(state["scheduler"])
         set_rng_state(state["rng"])
+        if self.teacher is not None:
+            if "teacher" in state:
+                self.teacher.load_state_dict(state["teacher"])
+            else:  # the run trained without consistency until now: the teacher starts from the student
+                log.warning("the saved state has no teacher: it starts from the resumed weights")
         progress = Progress(**state["progress"])
         if self.dist.is_main:
             truncate_jsonl(self.run.log, lambda r: r.get("step", 0) <= progress.step)
@@ -239,9 +275,10 @@ class Trainer:
     def _save_state(self, progress: Progress) -> None:
         if not self.dist.is_main:
             return
+        extra = {} if self.teacher is None else {"teacher": self.teacher.state_dict()}
         save_state(self.run.state, model=self.model.state_dict(), optimizer=self.optimizer.state_dict(),
                    scheduler=self.scheduler.state_dict(), progress=vars(progress).copy(),
-                   config=self.config.to_dict())
+                   config=self.config.to_dict(), **extra)
 
     def _save_weights(self, which: str, progress: Progress) -> None:
         if not self.dist.is_main:
@@ -263,13 +300,16 @@ class Trainer:
 
     # -- steps -----------------------------------------------------------------------------------------------
 
-    def _train_step(self, batch: dict[str, Any], progress: Progress, meter: LossMeter) -> dict[str, float]:
+    def _train_step(self, batch: dict[str, Any], progress: Progress, meter: LossMeter,
+                    unlabeled: dict[str, Any] | None = None) -> dict[str, float]:
         train = self.config.train
         batch = _to(batch, self.device, train.channels_last)
         self.ddp_model.train()
         with autocast_for(self.device, train.amp):
             output = self.ddp_model(batch["image"], route=train.route, task=batch["task_vector"])
             loss, parts = self.criterion(output, batch)
+            if unlabeled is not None:
+                loss = loss + self._consistency(unlabeled, progress, parts)
         if not torch.isfinite(loss):
             raise TrainingError(f"loss became {loss.item()} at step {progress.step + 1} (lr "
                                 f"{self.scheduler.get_last_lr()[0]:.2e}); lower train.lr or raise train.grad_clip")
@@ -279,8 +319,27 @@ class Trainer:
             torch.nn.utils.clip_grad_norm_(self.model.parameters(), train.grad_clip)
         self.optimizer.step()
         self.scheduler.step()
+        if self.teacher is not None:
+            self.teacher.update(self.model)
         meter.add(parts, len(batch["id"]))
         return parts
+
+    def _consistency(self, unlabeled: dict[str, Any], progress: Progress, parts: dict[str, float]) -> torch.Tensor:
+        """The weighted mean-teacher term on one batch without masks; its raw value and weight go to ``parts``."""
+        train = self.config.train
+        images = _to(unlabeled, self.device, train.channels_last)["image"]
+        teacher_probs = self.teacher.lesion_probs(images)
+        generator = torch.Generator().manual_seed(train.seed * 1_000_003 + progress.step)
+        perturbed = photometric_perturbation(images.cpu(), generator).to(self.device)
+        if train.channels_last:
+            perturbed = perturbed.contiguous(memory_format=torch.channels_last)
+        task = torch.tensor([[1.0, 0.0]], device=self.device).expand(images.shape[0], 2)
+        student = self.ddp_model(perturbed, route="oracle", task=task)
+        value = consistency_loss(student.seg_logits, teacher_probs)
+        weight = train.consistency * consistency_ramp(progress.step, self.total_steps, train.consistency_ramp)
+        parts["consistency"] = float(value.detach())
+        parts["consistency_weight"] = weight
+        return weight * value
 
     @torch.no_grad()
     def _validate(self) -> dict[str, float]:
@@ -486,6 +545,7 @@ class Trainer:
         meter.sums.update(progress.train_sums)
         outcomes_sums = dict(progress.outcome_sums)
         loader = self._loader(progress.epoch, progress.step_in_epoch)
+        unlabeled = self._unlabeled_loader(progress.epoch, progress.step_in_epoch)
         steps_before = progress.step
         bar = tqdm(loader, total=self.steps_per_epoch, initial=progress.step_in_epoch, leave=False,
                    desc=f"epoch {progress.epoch + 1}/{train.epochs}", disable=not (self.progress_bar and self.dist.is_main),
@@ -495,7 +555,7 @@ class Trainer:
         stop_reason = None
         for batch in bar:
             step_started = time.time()
-            parts = self._train_step(batch, progress, meter)
+            parts = self._train_step(batch, progress, meter, None if unlabeled is None else next(unlabeled))
             progress.step += 1
             progress.step_in_epoch += 1
             images += len(batch["id"])

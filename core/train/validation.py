@@ -16,7 +16,8 @@ from core.model.gated import ModelOutput
 from core.vocabulary import LESIONS
 
 # Loss parts averaged per batch in the history; counts are summed.
-LOSS_KEYS = ("total", "seg", "seg_bce", "seg_dice", "cls", "dr", "dme", "gate", "gate_ce", "gate_entropy")
+LOSS_KEYS = ("total", "seg", "seg_bce", "seg_dice", "cls", "dr", "dme", "gate", "gate_ce", "gate_entropy",
+             "consistency")
 
 
 class LossMeter:
