@@ -80,8 +80,9 @@ class ModelConfig:
     # shows more than mild DR (segmentation) or not (classification)
     gate_target: Literal["task", "referable"] = "task"
     # what the gate reads (core.model.gated): the pooled backbone features, or the summary of a coarse lesion head
-    # at stride 16 trained on the masks (core.model.coarse), which the classifier then reads too
-    gate_input: Literal["pooled", "lesions"] = "pooled"
+    # at stride 16 trained on the masks (core.model.coarse), which the classifier then reads too, or the summary of
+    # the model's own lesion maps on a smaller copy of the canvas (glance; fitted by python -m core fit-gate)
+    gate_input: Literal["pooled", "lesions", "glance"] = "pooled"
     # with gate_input: lesions, let the gate's and the grade heads' gradient train the coarse head too (never the
     # backbone); false: the head learns from masks alone
     gate_trains_coarse: bool = False
@@ -91,6 +92,8 @@ class ModelConfig:
     # what the gate and the grade heads read of the coarse maps (core.model.coarse.SUMMARY_STATS): four numbers per
     # lesion, or ten (what python -m core fit-gate fits: the counts tell a few microaneurysms from many haemorrhages)
     coarse_summary: Literal["basic", "rich"] = "basic"
+    # with gate_input: glance, the longer side in px of the canvas's copy the glance reads (GatedMultiTaskModel.glance)
+    glance_size: int = 384
 
 
 @dataclass
@@ -335,6 +338,10 @@ def validate(config: Config) -> Config:
         (config.train.gate_sensitivity is None or 0 < config.train.gate_sensitivity <= 1,
          f"train.gate_sensitivity must lie in (0, 1], not {config.train.gate_sensitivity}"),
         (config.loss.coarse_weight >= 0, "loss.coarse_weight must be >= 0"),
+        (config.model.gate_input != "glance"
+         or 32 <= config.model.glance_size <= config.data.image_size and config.model.glance_size % 32 == 0,
+         f"model.glance_size must be a multiple of 32 from 32 to data.image_size ({config.data.image_size}), "
+         f"not {config.model.glance_size}"),
         (config.loss.focal_gamma >= 0, f"loss.focal_gamma must be >= 0, not {config.loss.focal_gamma}"),
         (min(config.loss.tversky_alpha, config.loss.tversky_beta) >= 0,
          "loss.tversky_alpha and loss.tversky_beta must be >= 0"),

@@ -179,7 +179,10 @@ def test_every_page_in_chromium(tmp_path: Path) -> None:
                     text = real_page.locator(MAIN).inner_text()
                     assert "run idrid (real IDRiD photographs" in text, text[-2000:]
                     assert "Gate: classification with confidence" in text and "experts run: classification." in text
-                    assert "The lesion decoder did not run." in text, text[:1500]
+                    # its gate glances at a 384-px copy (model.gate_input: glance): the decoder never met the canvas
+                    assert "The lesion decoder did not run on the canvas: the gate read the lesion maps of a " \
+                           "384-px copy." in text, text[:1500]
+                    assert "Predicted lesions at threshold" not in text and "Lesions found" not in text
                     real_page.close()
                 # A photograph the demo's gate sends to classification never enters the lesion decoder: no
                 # overlay, no lesion table, and the page says so

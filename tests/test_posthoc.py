@@ -178,3 +178,71 @@ def test_train_fit_gate_gives_a_run_trained_on_masks_alone_its_gate_in_one_comma
     assert "gate fitted on" in (tmp_path / "run" / "train.log").read_text()
     predictor = Predictor.from_run(tmp_path / "run")
     assert predictor.default_route() == "gate" and predictor.only_task is None
+
+
+def test_fit_gate_glance_reads_the_decoders_own_maps_of_a_smaller_copy(lesion_run, tmp_path: Path) -> None:
+    """--gate-input glance: no coarse head; the gate and the grade heads read the summary of the run's own lesion
+    maps of a glance_size-px copy of the canvas; a photograph routed to classification never meets the decoder at
+    the canvas's size, and its route is the one the gate alone gives."""
+    import torch
+    import torch.nn.functional as F
+
+    from core.model.coarse import glance_grid, lesion_summary
+
+    source, root = lesion_run
+    report = fit_gate(source, tmp_path / "glance", gate_input="glance", glance_size=32, progress=False)
+    config = load_config(tmp_path / "glance" / "config.yaml")
+    assert (config.model.gate_input, config.model.glance_size, config.infer.route) == ("glance", 32, "gate")
+    assert report["glance_size"] == 32 and "coarse_bce" not in report and report["coarse_reads"] is None
+    old, new = (load_file(str(run / "weights" / "best.safetensors")) for run in (source, tmp_path / "glance"))
+    assert not any(k.startswith("coarse.") for k in new) and new["evidence_norm.mean"].shape == (20,)  # basic
+    assert all(np.array_equal(old[k].numpy(), new[k].numpy()) for k in old if k.startswith(("backbone.", "decoder.")))
+
+    predictor = Predictor.from_run(tmp_path / "glance")
+    model = predictor.model
+    images = sorted((root / "B. Disease Grading").rglob("*.jpg"))[:8]
+    tensors = torch.cat([predictor.prepare(image).tensor for image in images])
+    with torch.no_grad():  # the glance is the model's own segmentation of the 32-px copy, max-pooled to the grid
+        small = F.interpolate(tensors, scale_factor=0.5, mode="bilinear", align_corners=False, antialias=True)
+        expected = glance_grid(model.segment(small), tensors.shape[-2:])
+        assert expected.shape == (8, 5, 4, 4)
+        assert torch.allclose(model.glance(tensors)[1], expected, atol=1e-5)
+        summary = model.evidence_norm(lesion_summary(expected, "basic"))
+        assert torch.allclose(model.gate_logits_of(tensors), model.gate(summary), atol=1e-5)
+    sizes: list[int] = []
+    handle = model.decoder.register_forward_hook(lambda m, args, out: sizes.append(int(args[0].shape[-1])))
+    try:
+        for image in images:
+            sizes.clear()
+            prediction = predictor.predict(image)
+            segmented = float(prediction.gate_probs[0]) >= config.infer.gate_threshold
+            assert prediction.ran == (("segmentation",) if segmented else ("classification",))
+            if segmented:
+                assert 64 in sizes and prediction.grades_from == "lesion evidence"
+            else:  # the glance alone met the decoder, at 32 px
+                assert sizes == [32] and prediction.seg_probs is None
+                assert prediction.grades_from == "classification heads"
+            assert prediction.report()["gate"]["reads"] == "lesion maps of a 32-px copy"
+    finally:
+        handle.remove()
+    assert predictor.gradcam(images[0], "dr").max() == pytest.approx(1.0)  # explained through the glance
+    with pytest.raises(DataError, match="multiple of 32 px from 32 to the run's canvas"):
+        fit_gate(source, tmp_path / "odd", gate_input="glance", glance_size=48, progress=False)
+    assert not (tmp_path / "odd").exists()
+
+
+def test_a_glance_gate_is_not_trained_and_its_size_is_checked(tmp_path: Path) -> None:
+    from core.errors import ConfigError
+    from core.model.gated import GatedMultiTaskModel
+
+    config = config_from_dict({"name": "g", "data": {"image_size": 64}, "model": {"gate_input": "glance",
+                                                                                    "glance_size": 32}})
+    with pytest.raises(ConfigError, match="fitted after training"):
+        Trainer(config, tmp_path / "run", progress_bar=False).fit()
+    assert not (tmp_path / "run").exists()  # refused before anything is written
+    for size in (48, 128, 0):
+        with pytest.raises(ConfigError, match="model.glance_size must be a multiple of 32"):
+            config_from_dict({"data": {"image_size": 64}, "model": {"gate_input": "glance", "glance_size": size}})
+    config_from_dict({"data": {"image_size": 64}, "model": {"glance_size": 384}})  # unused without a glance gate
+    with pytest.raises(ValueError, match="glance is at least 32 px"):
+        GatedMultiTaskModel(gate_input="glance", glance_size=16)

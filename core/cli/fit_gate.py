@@ -19,9 +19,13 @@ def register(subparsers: argparse._SubParsersAction) -> None:
                         help="write the fitted run to this new folder instead of changing --run")
     parser.add_argument("--sensitivity", type=float, default=0.9, help="wanted sensitivity (default: %(default)s)")
     parser.add_argument("--epochs-coarse", type=int, default=60, help="coarse head epochs (default: %(default)s)")
-    parser.add_argument("--gate-input", choices=("lesions", "pooled"), default="lesions",
-                        help="what the gate reads: a coarse copy of the decoder's lesion maps, or the pooled backbone "
-                             "features (default: %(default)s)")
+    parser.add_argument("--gate-input", choices=("lesions", "glance", "pooled"), default="lesions",
+                        help="what the gate reads: a coarse copy of the decoder's lesion maps, the decoder's own maps "
+                             "of a smaller copy of the canvas (see --glance-size), or the pooled backbone features "
+                             "(default: %(default)s)")
+    parser.add_argument("--glance-size", type=int, default=None,
+                        help="with --gate-input glance: the longer side in px of the canvas's copy the glance reads "
+                             "(default: 384, for the 512-px canvas)")
     parser.add_argument("--coarse-reads", choices=("pyramid", "deep"), default="pyramid",
                         help="what the coarse lesion head reads: every backbone stage pooled to its stride-16 grid, "
                              "or the stride-16 and stride-32 features alone (default: %(default)s)")
@@ -49,7 +53,7 @@ def run(args: argparse.Namespace) -> int:
     report = fit_gate(args.run, args.out, epochs_coarse=args.epochs_coarse, c=args.c, sensitivity=args.sensitivity,
                       gate_input=args.gate_input, coarse_reads=args.coarse_reads,
                       views=args.views, coarse_summary=args.summary, c_grades=args.c_grades,
-                      keep_coarse=args.keep_coarse)
+                      keep_coarse=args.keep_coarse, glance_size=args.glance_size)
     point = report["operating_point"]
     target = args.out or args.run
     print(f"gate fitted on {report['n_train']} training photographs of {report['source']}; on {point['n']} "

@@ -40,8 +40,9 @@ from core.infer.clinical import (ImpliedDme, LesionStats, graded_not_referable, 
 from core.infer.evidence import EvidenceGrader, lesion_evidence
 from core.infer.tiling import sliding_window
 from core.infer.tta import segment_probs
+from core.model.coarse import lesion_summary
 from core.model.factory import build_model, model_signature
-from core.model.gated import GatedMultiTaskModel
+from core.model.gated import GatedMultiTaskModel, pool
 from core.run.folder import RunDir
 from core.run.weights import load_weights
 from core.vocabulary import GRADES_FROM_HEADS, GRADES_FROM_LESIONS, LESIONS, PREDICTION_SOURCES, TASKS
@@ -110,6 +111,7 @@ class Prediction:
     gate_threshold: float = 0.5  # the run's operating point on p(segmentation)
     gate_target: str = "task"  # what the gate learned to decide (core.data.targets)
     served_both: bool = False  # both experts ran because the run says so (infer.route: both), not on request
+    glance_size: int | None = None  # px of the canvas's copy a glance gate read (model.gate_input: glance), else None
 
     @property
     def referable_probability(self) -> float | None:
@@ -176,7 +178,8 @@ class Prediction:
             "size": list(self.original_size),
             "gate": {"task": self.task, "confidence": round(self.confidence, 4), "trained": self.only_task is None,
                      "probabilities": dict(zip(TASKS, map(float, self.gate_probs), strict=True)),
-                     "threshold": self.gate_threshold, "target": self.gate_target},
+                     "threshold": self.gate_threshold, "target": self.gate_target,
+                     "reads": f"lesion maps of a {self.glance_size}-px copy" if self.glance_size else None},
             "experts_run": list(self.ran),
             "warnings": self.warnings,
             "seconds": round(self.seconds, 3),
@@ -326,7 +329,7 @@ class Predictor:
     def gate_batch(self, images: torch.Tensor) -> np.ndarray:
         """(B, 2) the gate's probabilities for normalised canvases: no expert runs."""
         with self._lock:
-            logits = self.model.gate_logits(self.model.backbone(images.to(self.device)))
+            logits = self.model.gate_logits_of(images.to(self.device))
         return logits.float().softmax(1).cpu().numpy()
 
     def served_head_grades(self, dr: np.ndarray, dme: np.ndarray) -> tuple[np.ndarray, np.ndarray]:
@@ -429,6 +432,7 @@ class Predictor:
             dme_probs=result.dme_probs[row], grades_from=result.grades_from[row] if result.grades_from else None,
             gate_threshold=self.gate_threshold, gate_target=self.config.model.gate_target,
             served_both=self.config.infer.route == "both" and self.only_task is None,
+            glance_size=self.config.model.glance_size if self.config.model.gate_input == "glance" else None,
         )
         if prediction.seg_probs is not None and self.tiles_lesions:
             prediction.seg_probs = self._tiled_on_canvas(item.decoded, prediction.seg_probs)
@@ -491,6 +495,16 @@ class Predictor:
                         for c, (code, whole) in enumerate(zip(LESIONS, channels, strict=True))]
         return np.stack(channels)
 
+    def _glance_grades_with_features(self, tensor: torch.Tensor) -> tuple[torch.Tensor, torch.Tensor, torch.Tensor]:
+        """(the glance's stride-16 features, DR logits, DME logits), the gradient kept from the grades back to those
+        features through the glance's decoder (the served glance runs without one: it only reads)."""
+        model = self.model
+        features, logits = model.glance(tensor, grad=True)
+        features[-2].retain_grad()
+        summary = model.evidence_norm(lesion_summary(logits, model.coarse_summary))
+        dr, dme = model.classifier(pool(features, model.pooling), summary)
+        return features[-2], dr, dme
+
     def gradcam(self, image: ImageInput, head: str = "dr", target: int | None = None) -> np.ndarray:
         """Grad-CAM of a grade head, as a (h, w) map in [0, 1] on the canvas.
 
@@ -504,10 +518,13 @@ class Predictor:
             raise ValueError(f"head must be 'dr' or 'dme', not {head!r}")
         tensor = self.prepare(image).tensor
         with self._lock, torch.enable_grad():
-            features = self.model.backbone(tensor)
-            deepest = features[-2] if self.model.coarse is not None else features[-1]
-            deepest.retain_grad()
-            dr, dme = self.model.classify(features, detach=False)
+            if self.model.gate_input == "glance":
+                deepest, dr, dme = self._glance_grades_with_features(tensor)
+            else:
+                features = self.model.backbone(tensor)
+                deepest = features[-2] if self.model.coarse is not None else features[-1]
+                deepest.retain_grad()
+                dr, dme = self.model.classify(features, detach=False)
             logits = dr if head == "dr" else dme
             index = int(logits[0].argmax()) if target is None else int(target)
             self.model.zero_grad(set_to_none=True)

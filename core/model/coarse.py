@@ -123,6 +123,14 @@ def lesion_summary(coarse_logits: torch.Tensor, kind: str = "basic") -> torch.Te
     return torch.stack([every[name]() for name in names], dim=2).flatten(1)
 
 
+def glance_grid(lesion_logits: torch.Tensor, canvas: Sequence[int]) -> torch.Tensor:
+    """(B, L, h, w) lesion logits of a glance -> (B, L, H/16, W/16) logits of their probabilities max-pooled to the
+    stride-16 grid of the (H, W) canvas, so that a glance's summary counts the cells a coarse head would draw."""
+    grid = (max(1, canvas[0] // 16), max(1, canvas[1] // 16))
+    probs = F.adaptive_max_pool2d(lesion_logits.float().sigmoid(), grid)
+    return torch.logit(probs.clamp(1e-6, 1 - 1e-6))
+
+
 def coarse_targets(masks: torch.Tensor, size: tuple[int, int]) -> torch.Tensor:
     """Canvas masks (n, L, H, W) -> (n, L, h, w): a cell is positive when any of its pixels is."""
     return F.adaptive_max_pool2d(masks.float(), size)

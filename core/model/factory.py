@@ -34,6 +34,7 @@ def build_model(config: ModelConfig, load_pretrained: bool = True) -> GatedMulti
         gate_trains_coarse=config.gate_trains_coarse,
         coarse_reads=config.coarse_reads,
         coarse_summary=config.coarse_summary,
+        glance_size=config.glance_size,
     )
 
 

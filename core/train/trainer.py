@@ -110,6 +110,10 @@ class Trainer:
 
     def _prepare_folder(self) -> None:
         run = self.run
+        if self.config.model.gate_input == "glance":  # before anything is written
+            raise ConfigError("model.gate_input: glance reads the trained decoder's own maps, so it is fitted after "
+                              "training: train with gate_input lesions or pooled, then run python -m core fit-gate "
+                              "--gate-input glance")
         if self.resume:
             if not run.state.exists():
                 raise ConfigError(f"cannot resume {run.path}: it has no saved state ({run.state})")

@@ -174,6 +174,9 @@ def gate_sentence(prediction) -> str:
     point = (f"; segmentation at {prediction.gate_threshold:.0%} and above" if prediction.gate_threshold != 0.5
              else "")
     skipped = "" if "segmentation" in prediction.ran else " The lesion decoder did not run."
+    if skipped and prediction.glance_size:
+        skipped = (f" The lesion decoder did not run on the canvas: the gate read the lesion maps of a "
+                   f"{prediction.glance_size}-px copy.")
     if prediction.served_both:
         skipped = (" This run serves both experts to every photograph (infer.route: both): its gate is not good "
                    "enough to decide.")
