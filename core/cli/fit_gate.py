@@ -11,8 +11,10 @@ def register(subparsers: argparse._SubParsersAction) -> None:
         "fit-gate", help="fit a lesion gate and the classification expert onto a run's frozen backbone and decoder",
         description="With the run's backbone and decoder frozen, read every training photograph once, teach a "
                     "coarse lesion head to draw at stride 16 what the decoder draws, then fit a linear gate (referable "
-                    "DR) and the DR and DME heads on its summary as class-balanced logistic regressions, and choose the gate's operating "
-                    "point on the validation split for a sensitivity. The run then routes by its gate "
+                    "DR) and the DR and DME heads on its summary as class-balanced logistic regressions (with "
+                    "--gate-input glance, on the summary of the decoder's own maps of a smaller copy of each "
+                    "photograph instead), and choose the gate's operating point on the validation split for a "
+                    "sensitivity. The run then routes by its gate "
                     "(infer.route: gate); its lesion maps and lesion grades do not change.")
     parser.add_argument("--run", type=Path, required=True, help="run folder, e.g. checkpoints/idrid")
     parser.add_argument("--out", type=Path, default=None,

@@ -17,8 +17,11 @@ With the backbone and the decoder frozen, every training photograph (with masks 
 4. the classification expert's DR and DME heads are fitted the same way on the graded photographs' summaries: the
    grades of a photograph the gate sends to classification.
 
-The run's config then says ``model.gate_input: lesions``, ``model.gate_target: referable`` and ``infer.route:
-gate`` (``data.tasks`` keeps what the lesions were trained on); its metadata carries every label of its split (the
+``--gate-input glance`` skips steps 1 and 2: the summary is that of the run's own decoder on a smaller copy of each
+photograph (``GatedMultiTaskModel.glance``), with no coarse head to learn, and steps 3 and 4 are the same.
+
+The run's config then says ``model.gate_input: lesions`` (or ``glance``), ``model.gate_target: referable`` and
+``infer.route: gate`` (``data.tasks`` keeps what the lesions were trained on); its metadata carries every label of its split (the
 gate and the heads were fitted on them, so the run now has both tasks), and the gate's
 operating point is chosen on the validation split for sensitivity (``core.train.operating_point``). Nothing in the
 backbone or the decoder changes: lesion maps and lesion grades stay those of the run.
