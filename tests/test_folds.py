@@ -13,7 +13,7 @@ import pytest
 from builders import FixtureSpec, make_idrid
 from core.config import config_from_dict
 from core.data.idrid import read_idrid
-from core.data.metadata import build_metadata, stratified_folds
+from core.data.metadata import build_metadata, only_tasks, stratified_folds
 from core.errors import ConfigError, DataError
 
 
@@ -72,6 +72,18 @@ def test_real_folds_keep_copies_of_a_photograph_together(real_idrid: Path, real_
     assert set().union(*vals) == trainable
     for document in documents:  # 54 photographs with masks: 18 a fold
         assert document["summary"]["val"]["segmentation"] == 18
+
+
+@pytest.mark.real
+def test_real_lesion_folds_do_not_depend_on_the_grading_half_being_read(real_idrid: Path, real_grading: Path) -> None:
+    """A semi-supervised run reads both halves, a lesion run the segmentation half alone: on the same fold they must
+    validate, and (with only the masks trained) draw from, the same photographs, or their figures do not compare."""
+    alone, both = read_idrid(real_idrid), read_idrid([real_idrid, real_grading])
+    for fold in range(3):
+        documents = [only_tasks(build_metadata(index, folds=3, fold=fold), ["segmentation"]) for index in (alone, both)]
+        seen = [[(s["id"], s["split"], s["weight"]) for s in d["samples"] if s["split"] != "test"] for d in documents]
+        assert len(seen[0]) == 54 and seen[0] == seen[1], fold
+        assert sum(split == "val" for _, split, _ in seen[0]) == 18
 
 
 def test_the_cv_summary_gives_mean_and_spread_over_folds(tiny_run: Path, tmp_path: Path) -> None:

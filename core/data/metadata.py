@@ -262,10 +262,13 @@ def build_metadata(index: IdridIndex, val_fraction: float = 0.2, seed: int = 0, 
     # Photographs with masks by soft-exudate presence and by whether they also carry grades, so that validation
     # holds segmentation-only photographs too and the gate is measured on every kind of sample.
     seg_strata = [(p.seg[0].masks["SE"] is not None, bool(p.cls)) for p in train_seg]
-    if folds:  # grouped k-fold cross-validation: validation is fold ``fold``, on the same strata
+    if folds:  # grouped k-fold cross-validation: validation is fold ``fold``
         if not 0 <= fold < folds:
             raise DataError(f"fold {fold} does not exist: --fold must lie in 0..{folds - 1}")
-        assigned = stratified_folds([p.key for p in train_seg], seg_strata, folds, seed)
+        # Photographs with masks by soft-exudate presence alone, a property of their own files: each lands in the same
+        # fold whether or not the grading half is read beside them, so lesion figures of a run on the segmentation half
+        # and of one on both halves (the semi-supervised runs) are measured on the same photographs.
+        assigned = stratified_folds([p.key for p in train_seg], [se for se, _ in seg_strata], folds, seed)
         assigned.update(stratified_folds([p.key for p in train_cls], [p.cls[0].dr_grade for p in train_cls], folds,
                                          seed))
         val_keys = {key for key, index in assigned.items() if index == fold}
