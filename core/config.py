@@ -45,6 +45,9 @@ class DataConfig:
     fold: int = 0
     image_size: int = 512  # square canvas side in pixels
     clahe: Literal["none", "luminance", "green", "luminance+green"] = "luminance"
+    # "green": the green channel alone (after CLAHE), repeated in all three channels, so the backbone keeps its
+    # three-channel stem; it asks whether red and blue help the lesion maps at all (core.data.preprocess).
+    channels: Literal["rgb", "green"] = "rgb"
     augment: Literal["none", "light", "standard"] = "standard"
     cache_dir: str | None = None  # None: the user's cache folder (see core.data.cache)
     workers: int = 0

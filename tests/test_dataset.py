@@ -131,6 +131,18 @@ def test_augmentation_is_seeded_by_epoch_and_index(metadata) -> None:
     assert not torch.equal(first, dataset[0]["image"])
 
 
+def test_green_input_stays_grey_through_the_augmentation(metadata) -> None:
+    """Colour jitter scales every channel alike, so a green-only canvas reaches the model as three equal channels."""
+    dataset = IdridDataset(metadata.split("train"), PreprocessConfig(64, 48, channels="green"), MEAN, STD,
+                           augment=build_augmentation("standard"), seed=1)
+    mean, std = torch.tensor(MEAN)[:, None, None], torch.tensor(STD)[:, None, None]
+    for index in range(4):
+        pixels = dataset[index]["image"] * std + mean
+        assert pixels.std() > 0.01
+        torch.testing.assert_close(pixels[0], pixels[1], atol=2e-3, rtol=0)
+        torch.testing.assert_close(pixels[2], pixels[1], atol=2e-3, rtol=0)
+
+
 def test_augmentation_moves_image_and_masks_together() -> None:
     image = np.zeros((96, 128, 3), np.uint8)
     cv2.circle(image, (64, 48), 45, (150, 60, 30), -1)

@@ -11,8 +11,10 @@ import pytest
 from builders import fundus
 from core.data.idrid import read_idrid
 from core.data.imageio import read_mask
-from core.data.preprocess import (Geometry, PreprocessConfig, apply_clahe, decode_for_canvas, fov_box,
-                                  plan_geometry, preprocess_image, reduce_mask)
+from core.config import config_from_dict
+from core.data.cache import cache_key
+from core.data.preprocess import (Geometry, PreprocessConfig, apply_clahe, canvas_preprocess, decode_for_canvas,
+                                  fov_box, plan_geometry, preprocess_image, reduce_mask)
 from core.errors import ConfigError, DataError
 
 
@@ -127,6 +129,31 @@ def test_clahe_modes_touch_the_channels_they_say() -> None:
     for mode in ("green", "luminance", "luminance+green"):
         apply_clahe(rgb, PreprocessConfig(clahe=mode))
     np.testing.assert_array_equal(rgb, original)  # the input is never written to
+
+
+def test_green_input_is_the_equalised_green_channel_in_all_three(tmp_path: Path) -> None:
+    rgb = fundus(160, 120, seed=5)
+    colour, geometry = preprocess_image(rgb, (160, 120), PreprocessConfig(96, 96, clahe="luminance+green"))
+    grey, same = preprocess_image(rgb, (160, 120), PreprocessConfig(96, 96, clahe="luminance+green",
+                                                                     channels="green"))
+    assert same == geometry and grey.shape == colour.shape == (96, 96, 3)
+    for channel in range(3):  # green after both CLAHE passes, red and blue dropped
+        np.testing.assert_array_equal(grey[..., channel], colour[..., 1])
+    assert not np.array_equal(colour[..., 0], colour[..., 1])
+    image = tmp_path / "a.png"
+    image.write_bytes(b"png")
+    assert cache_key(image, None, PreprocessConfig(channels="green")) != cache_key(image, None, PreprocessConfig())
+
+
+def test_a_run_preprocesses_as_its_data_settings_say() -> None:
+    data = config_from_dict({"data": {"image_size": 96, "clahe": "green", "channels": "green"}}).data
+    assert canvas_preprocess(data) == PreprocessConfig(96, 96, clahe="green", channels="green")
+    assert canvas_preprocess(data, 192).size == (192, 192) and canvas_preprocess(data, 192).channels == "green"
+    assert canvas_preprocess(config_from_dict({}).data).channels == "rgb"
+    with pytest.raises(ConfigError, match="data.channels"):
+        config_from_dict({"data": {"channels": "grey"}})
+    with pytest.raises(ConfigError, match="channels 'blue'"):
+        PreprocessConfig(channels="blue")
 
 
 def test_bad_config_and_tiny_images_are_refused() -> None:

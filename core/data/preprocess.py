@@ -31,11 +31,14 @@ from core.data.imageio import (
     source_name,
     to_rgb_array,
 )
+from core.config import DataConfig
 from core.errors import ConfigError, DataError
 from core.vocabulary import LESIONS
 
 ClaheMode = Literal["none", "luminance", "green", "luminance+green"]
 CLAHE_MODES = ("none", "luminance", "green", "luminance+green")
+ChannelMode = Literal["rgb", "green"]
+CHANNEL_MODES = ("rgb", "green")
 
 # The border of IDRiD photographs stays below ~15 in every channel (JPEG noise); the dimmest rim of the field of view
 # is well above 25 in red, the brightest channel of a fundus.
@@ -50,7 +53,8 @@ class PreprocessConfig:
     differences while keeping hue, which tells hard exudates (yellow) from haemorrhages (red). ``"green"`` equalises
     only the green channel, where red lesions have the most contrast against the red background (the classic
     choice for microaneurysms), leaving red and blue untouched. ``"luminance+green"`` does the first, then the
-    second on its green channel.
+    second on its green channel. ``channels="green"`` then keeps the green channel alone, repeated in all three (a
+    grey image stays grey under the colour jitter of core.data.augment: it scales every channel alike).
     """
 
     width: int = 512
@@ -59,6 +63,7 @@ class PreprocessConfig:
     clahe_clip: float = 2.0
     clahe_grid: int = 8
     crop_fov: bool = True
+    channels: ChannelMode = "rgb"
 
     def __post_init__(self) -> None:
         if self.width < 16 or self.height < 16:
@@ -67,6 +72,8 @@ class PreprocessConfig:
             raise ConfigError(f"clahe {self.clahe!r} is not one of {', '.join(CLAHE_MODES)}")
         if self.clahe_clip <= 0 or self.clahe_grid < 1:
             raise ConfigError(f"clahe_clip must be > 0 and clahe_grid >= 1 (got {self.clahe_clip}, {self.clahe_grid})")
+        if self.channels not in CHANNEL_MODES:
+            raise ConfigError(f"channels {self.channels!r} is not one of {', '.join(CHANNEL_MODES)}")
 
     @property
     def size(self) -> tuple[int, int]:
@@ -139,6 +146,12 @@ def apply_clahe(rgb: np.ndarray, config: PreprocessConfig) -> np.ndarray:
     return rgb
 
 
+def select_channels(rgb: np.ndarray, config: PreprocessConfig) -> np.ndarray:
+    if config.channels == "rgb":
+        return rgb
+    return np.ascontiguousarray(np.repeat(rgb[:, :, 1:2], 3, axis=2))
+
+
 def plan_geometry(original: tuple[int, int], crop: tuple[int, int, int, int], canvas: tuple[int, int]) -> Geometry:
     x0, y0, x1, y1 = crop
     scale = min(canvas[0] / (x1 - x0), canvas[1] / (y1 - y0))
@@ -192,6 +205,14 @@ def decode_for_canvas(source: str | Path | bytes | Image.Image | np.ndarray, can
         raise DataError(f"{what} {name} does not decode ({error.__class__.__name__}: {error})") from None
 
 
+def canvas_preprocess(data: DataConfig, side: int | None = None) -> PreprocessConfig:
+    """The preprocessing a run's data settings ask for, on a square canvas of ``side`` (the run's image size by
+    default; larger for the canvases that windows and crops are taken from). One place, so that training,
+    prediction and the gallery cannot preprocess the same photograph differently."""
+    side = data.image_size if side is None else side
+    return PreprocessConfig(side, side, clahe=data.clahe, channels=data.channels)
+
+
 def preprocess_image(rgb: np.ndarray, original: tuple[int, int], config: PreprocessConfig) -> tuple[np.ndarray, Geometry]:
     """Crop, resize, CLAHE and pad a decoded image (which may be a reduced decode of ``original``)."""
     if rgb.shape[0] < 2 or rgb.shape[1] < 2:
@@ -204,7 +225,7 @@ def preprocess_image(rgb: np.ndarray, original: tuple[int, int], config: Preproc
     )
     geometry = plan_geometry(original, crop, config.size)
     content = _resize(np.ascontiguousarray(rgb[box[1] : box[3], box[0] : box[2]]), geometry.content)
-    return _place(apply_clahe(content, config), geometry), geometry
+    return _place(select_channels(apply_clahe(content, config), config), geometry), geometry
 
 
 def reduce_mask(mask: np.ndarray, geometry: Geometry) -> np.ndarray:

@@ -32,7 +32,7 @@ from core.config import Config, load_config
 from core.data.cache import PreprocessCache, default_cache_dir
 from core.data.dataset import IdridDataset, collate, normalize
 from core.data.metadata import Sample
-from core.data.preprocess import Geometry, PreprocessConfig, decode_for_canvas, preprocess_image
+from core.data.preprocess import Geometry, PreprocessConfig, canvas_preprocess, decode_for_canvas, preprocess_image
 from core.errors import ConfigError
 from core.infer.admission import check_fundus_shape, shape_warnings
 from core.infer.clinical import (ImpliedDme, LesionStats, graded_not_referable, implied_dme, lesion_stats,
@@ -244,7 +244,7 @@ class Predictor:
         self.config = config
         self.device = torch.device(device)
         self.name = name
-        self.preprocess = PreprocessConfig(config.data.image_size, config.data.image_size, clahe=config.data.clahe)
+        self.preprocess = canvas_preprocess(config.data)
         self.mean, self.std = model.normalization
         self._lock = threading.Lock()
 
@@ -458,7 +458,7 @@ class Predictor:
 
     def _tiled_config(self, scale: float | None = None) -> PreprocessConfig:
         side = int(self.preprocess.width * (self.config.data.crop_scale if scale is None else scale))
-        return PreprocessConfig(side, side, clahe=self.preprocess.clahe)
+        return canvas_preprocess(self.config.data, side)
 
     @torch.no_grad()
     def segment_tiled(self, image: ImageInput | Decoded, scale: float = 2.0, overlap: float = 0.25,

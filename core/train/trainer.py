@@ -29,7 +29,7 @@ from core.data.cache import PreprocessCache, default_cache_dir
 from core.data.crops import CropPolicy
 from core.data.dataset import IdridDataset, collate
 from core.data.metadata import Metadata, load_metadata, write_metadata
-from core.data.preprocess import PreprocessConfig
+from core.data.preprocess import canvas_preprocess
 from core.data.sampling import DistributedWeightedSampler, balanced_gate_weights, weighted_sampler
 from core.data.sources import describe, describe_source, require_samples, resolve_metadata, unlabeled_samples
 from core.errors import ConfigError, DataError, StudioError
@@ -152,7 +152,7 @@ class Trainer:
     def _datasets(self, metadata: Metadata) -> None:
         data = self.config.data
         mean, std = backbone_normalization(self.config.model.backbone)
-        preprocess = PreprocessConfig(data.image_size, data.image_size, clahe=data.clahe)
+        preprocess = canvas_preprocess(data)
         cache = PreprocessCache(Path(data.cache_dir).expanduser() if data.cache_dir else default_cache_dir())
         augment = build_augmentation(data.augment, preprocessed_clahe=data.clahe != "none")
         crops = CropPolicy(data.crop_scale, data.crop_probability, data.crop_on_lesion)

@@ -115,7 +115,7 @@ def gallery_views(path: Path | str, split: str = "test", n: int = 20, seed: int 
     segmentation get the (wrongly requested) prediction; graded samples routed correctly show the model's input.
     """
     from core.data.cache import PreprocessCache, default_cache_dir
-    from core.data.preprocess import PreprocessConfig
+    from core.data.preprocess import canvas_preprocess
     from core.evaluate.gallery import gallery
 
     run = RunDir(Path(path))
@@ -127,7 +127,7 @@ def gallery_views(path: Path | str, split: str = "test", n: int = 20, seed: int 
     tiles = gallery(run.path, split, n=n, seed=seed, metadata=metadata, misrouted_only=misrouted_only, kind=kind)
     samples = {s.id: s for s in metadata.samples} if metadata is not None else {}
     size = config.data.image_size
-    preprocess = PreprocessConfig(size, size, clahe=config.data.clahe)
+    preprocess = canvas_preprocess(config.data)
     cache = PreprocessCache(Path(config.data.cache_dir).expanduser() if config.data.cache_dir else default_cache_dir())
     views = []
     for tile in tiles:
